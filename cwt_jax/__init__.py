@@ -1,0 +1,1 @@
+"""cwt-jax: few-shot segmentation with the Classifier Weight Transformer in JAX."""

@@ -1,0 +1,83 @@
+"""The few-shot linear classifier: prediction and the support-set inner loop."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from cwt_jax import interpolate, losses
+
+
+def predict(weights: jnp.ndarray, features: jnp.ndarray) -> jnp.ndarray:
+    """Applies a bias-free linear classifier (a 1x1 convolution) to a feature map.
+
+    Args:
+      weights: (num_classes, C) classifier weights, (2, C) for background/foreground.
+      features: (..., h, w, C) features.
+
+    Returns:
+      (..., h, w, num_classes) logits.
+
+    """
+    return jnp.einsum("nc,...c->...n", weights, features)
+
+
+def support_loss(
+    weights: jnp.ndarray, features: jnp.ndarray, masks: jnp.ndarray, class_weights: jnp.ndarray
+) -> jnp.ndarray:
+    """Weighted cross-entropy of the classifier on support masks, at mask resolution.
+
+    Args:
+      weights: (2, C) classifier weights.
+      features: (K, h, w, C) support features.
+      masks: (K, H, W) masks in {0, 1, 255}.
+      class_weights: (2,) background/foreground weights.
+
+    Returns:
+      Scalar loss; logits are resized to (H, W) with `align_corners=True` first.
+
+    """
+    logits = interpolate.resize_bilinear(predict(weights, features), masks.shape[-2:])
+    return losses.cross_entropy(logits, masks, class_weights)
+
+
+@functools.partial(jax.jit, static_argnames=("optimizer", "steps"))
+def fit(
+    features: jnp.ndarray,
+    masks: jnp.ndarray,
+    init_weights: jnp.ndarray,
+    *,
+    optimizer: optax.GradientTransformation,
+    steps: int,
+) -> jnp.ndarray:
+    """Fits the classifier on one episode's support set by `steps` optimiser updates.
+
+    The loss is CWT's: logits resized to the masks, cross-entropy ignoring 255 and
+    weighted [1, n_background / n_foreground] over the episode's support masks. The
+    updates run in one compiled `lax.fori_loop`; `optimizer` and `steps` are static,
+    so build the optimiser once and reuse it to hit the compilation cache. Vmap this
+    function to fit many episodes at once.
+
+    Args:
+      features: (K, h, w, C) features of the K support images.
+      masks: (K, H, W) integer masks in {0, 1, 255}.
+      init_weights: (2, C) initial classifier weights.
+      optimizer: any optax gradient transformation.
+      steps: number of updates.
+
+    Returns:
+      (2, C) fitted weights.
+
+    """
+    class_weights = losses.support_class_weights(masks)
+    grad_fn = jax.grad(support_loss)
+
+    def update(_, carry):
+        weights, opt_state = carry
+        grads = grad_fn(weights, features, masks, class_weights)
+        updates, opt_state = optimizer.update(grads, opt_state, weights)
+        return optax.apply_updates(weights, updates), opt_state
+
+    weights, _ = jax.lax.fori_loop(0, steps, update, (init_weights, optimizer.init(init_weights)))
+    return weights

@@ -1,0 +1,115 @@
+"""The Classifier Weight Transformer: one attention layer that adapts classifier weights.
+
+Query = the support classifier's (2, C) weights; key = value = the query image's
+L2-normalised features flattened to (h * w, C). One bias-free projection
+(C -> heads * C) is shared by query, key and value, as in CWT's
+`MultiHeadAttentionOne`; the heads' outputs are projected back to C with a bias,
+added to the weights and layer-normalised. Parameters are a plain pytree:
+`{"w_qkvs": {"kernel"}, "fc": {"kernel", "bias"}, "layer_norm": {"scale", "bias"}}`.
+Functions here take one query image; vmap them over queries and episodes.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+LAYER_NORM_EPSILON = 1e-5  # PyTorch's nn.LayerNorm default.
+
+
+def init(rng: jax.Array, d_model: int, heads: int) -> dict:
+    """Initialises parameters as CWT does in PyTorch.
+
+    The shared projection is normal with std sqrt(2 / (d_model + d_k)), the output
+    projection Xavier-normal with PyTorch's default uniform bias, the layer norm 1 and 0.
+
+    Args:
+      rng: random key.
+      d_model: feature channels C (also d_k and d_v, as in CWT).
+      heads: number of attention heads.
+
+    Returns:
+      The parameter pytree.
+
+    """
+    qkv_rng, fc_rng, bias_rng = jax.random.split(rng, 3)
+    width = heads * d_model
+    qkv_std = (2.0 / (2 * d_model)) ** 0.5
+    fc_std = (2.0 / (width + d_model)) ** 0.5
+    bias_bound = width**-0.5
+    return {
+        "w_qkvs": {"kernel": qkv_std * jax.random.normal(qkv_rng, (d_model, width))},
+        "fc": {
+            "kernel": fc_std * jax.random.normal(fc_rng, (width, d_model)),
+            "bias": jax.random.uniform(bias_rng, (d_model,), minval=-bias_bound, maxval=bias_bound),
+        },
+        "layer_norm": {"scale": jnp.ones((d_model,)), "bias": jnp.zeros((d_model,))},
+    }
+
+
+@functools.partial(jax.jit, static_argnames=("dropout_rate", "attention_dropout_rate"))
+def apply(
+    params: dict,
+    weights: jnp.ndarray,
+    query_features: jnp.ndarray,
+    *,
+    dropout_rng: jax.Array | None = None,
+    dropout_rate: float = 0.0,
+    attention_dropout_rate: float = 0.0,
+) -> jnp.ndarray:
+    """Adapts classifier weights to one query image.
+
+    Args:
+      params: CWT parameters (see the module docstring).
+      weights: (n, C) classifier weights, n = 2 for background/foreground.
+      query_features: (h, w, C) query features, already L2-normalised over channels.
+      dropout_rng: key for dropout in training; None (the default) is eval mode.
+      dropout_rate: dropout on the output projection, used only with `dropout_rng`.
+      attention_dropout_rate: dropout on the attention map, used only with `dropout_rng`.
+
+    Returns:
+      (n, C) adapted weights.
+
+    """
+    d_model = weights.shape[-1]
+    qkv_kernel = params["w_qkvs"]["kernel"]  # (C, heads * C)
+    heads = qkv_kernel.shape[-1] // d_model
+    queries = (weights @ qkv_kernel).reshape(-1, heads, d_model)  # (n, heads, C)
+    keys = (query_features.reshape(-1, d_model) @ qkv_kernel).reshape(-1, heads, d_model)
+    scores = jnp.einsum("nhd,lhd->hnl", queries, keys) / jnp.sqrt(jnp.float32(d_model))
+    attention = jax.nn.softmax(scores, axis=-1)  # (heads, n, h * w)
+    if dropout_rng is not None:
+        attention_rng, output_rng = jax.random.split(dropout_rng)
+        attention = _dropout(attention_rng, attention, attention_dropout_rate)
+    heads_output = jnp.einsum("hnl,lhd->nhd", attention, keys).reshape(-1, heads * d_model)
+    output = heads_output @ params["fc"]["kernel"] + params["fc"]["bias"]
+    if dropout_rng is not None:
+        output = _dropout(output_rng, output, dropout_rate)
+    return _layer_norm(output + weights, params["layer_norm"])
+
+
+def normalize_features(features: jnp.ndarray) -> jnp.ndarray:
+    """L2-normalises features over channels as `F.normalize(dim=1)` (epsilon 1e-12).
+
+    Args:
+      features: (..., C) features.
+
+    Returns:
+      Features of unit norm (zero vectors stay zero).
+
+    """
+    norm = jnp.linalg.norm(features, axis=-1, keepdims=True)
+    return features / jnp.maximum(norm, 1e-12)
+
+
+def _layer_norm(x: jnp.ndarray, params: dict) -> jnp.ndarray:
+    mean = jnp.mean(x, axis=-1, keepdims=True)
+    variance = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+    return (x - mean) * jax.lax.rsqrt(variance + LAYER_NORM_EPSILON) * params["scale"] + params[
+        "bias"
+    ]
+
+
+def _dropout(rng: jax.Array, x: jnp.ndarray, rate: float) -> jnp.ndarray:
+    keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0.0)

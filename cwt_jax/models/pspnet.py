@@ -1,0 +1,98 @@
+"""PSPNet feature extractor: dilated ResNet, pyramid pooling and a 3x3 bottleneck.
+
+The base classifier of stage 1 is not part of this module: it is a plain (classes, C)
+weight matrix applied with `cwt_jax.classifier.predict`, like the few-shot classifier.
+"""
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from cwt_jax import interpolate
+from cwt_jax.models import resnet
+
+
+class PyramidPooling(nn.Module):
+    """Pyramid Pooling Module: per bin, adaptive average pooling, 1x1 conv, BN, ReLU.
+
+    The pooled maps are upsampled back with `align_corners=True` and concatenated
+    after the input, doubling its channels.
+    """
+
+    bins: Sequence[int]
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+        """Maps (N, h, w, C) to (N, h, w, 2C)."""
+        reduction = x.shape[-1] // len(self.bins)
+        pyramid = [x]
+        for index, bins in enumerate(self.bins):
+            pooled = interpolate.adaptive_avg_pool(x, bins)
+            pooled = resnet.conv(reduction, 1, name=f"conv{index}")(pooled)
+            pooled = nn.relu(resnet.batch_norm(train, f"bn{index}")(pooled))
+            pyramid.append(interpolate.resize_bilinear(pooled, x.shape[-3:-1]))
+        return jnp.concatenate(pyramid, axis=-1)
+
+
+class PSPNet(nn.Module):
+    """PSPNet features of output stride 8, as CWT uses them.
+
+    Attributes:
+      layers: ResNet depth (50 or 101) or four block counts.
+      width: ResNet base width (64 in the published models).
+      bottleneck_dim: channels of the features (512 in the published models).
+      bins: pyramid pooling grid sizes.
+      dropout: channel dropout rate after the bottleneck, applied only in training.
+
+    """
+
+    layers: int | Sequence[int]
+    width: int = 64
+    bottleneck_dim: int = 512
+    bins: Sequence[int] = (1, 2, 3, 6)
+    dropout: float = 0.1
+
+    @nn.compact
+    def __call__(self, images: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        """Maps normalised (N, H, W, 3) images to (N, h, w, bottleneck_dim) features.
+
+        In training mode batch norm uses batch statistics (pass `mutable=["batch_stats"]`)
+        and dropout needs a `dropout` rng.
+        """
+        x = resnet.DilatedResNet(self.layers, self.width, name="backbone")(images, train)
+        x = PyramidPooling(self.bins, name="ppm")(x, train)
+        x = resnet.conv(self.bottleneck_dim, 3, name="bottleneck_conv")(x)
+        x = nn.relu(resnet.batch_norm(train, "bottleneck_bn")(x))
+        return nn.Dropout(self.dropout, broadcast_dims=(-3, -2), deterministic=not train)(x)
+
+
+def extract_features(
+    variables,
+    images: jnp.ndarray,
+    *,
+    layers: int | Sequence[int],
+    width: int = 64,
+    bottleneck_dim: int = 512,
+) -> jnp.ndarray:
+    """Computes eval-mode PSPNet features.
+
+    Args:
+      variables: `{"params": ..., "batch_stats": ...}` of a `PSPNet`.
+      images: (N, H, W, 3) float32 images normalised with ImageNet mean and std.
+      layers: ResNet depth (50 or 101) or four block counts.
+      width: ResNet base width; 64 for the published models.
+      bottleneck_dim: feature channels; 512 for the published models.
+
+    Returns:
+      (N, h, w, bottleneck_dim) features with h = (H - 1) // 8 + 1, likewise w.
+
+    """
+    model = PSPNet(layers=layers, width=width, bottleneck_dim=bottleneck_dim)
+    return _apply_eval(model, variables, images)
+
+
+@jax.jit(static_argnums=0)
+def _apply_eval(model: PSPNet, variables, images: jnp.ndarray) -> jnp.ndarray:
+    return model.apply(variables, images, train=False)

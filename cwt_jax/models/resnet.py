@@ -1,0 +1,149 @@
+"""Dilated ResNet with the "deep base" stem used by PSPNet, PFENet, RePRI and CWT.
+
+The stem is three 3x3 convolutions (width, width, 2 * width channels) with batch
+norm and ReLU, then a 3x3 max-pool of stride 2. Stages are bottleneck blocks with the
+stride on the 3x3 convolution. For output stride 8, layer3 and layer4 keep stride 1
+and dilate their 3x3 convolutions by 2 and 4, as PSPNet does to torchvision's ResNet.
+Submodule names mirror the PyTorch modules so that conversion is by name.
+"""
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+# Block counts of the published depths.
+STAGE_SIZES = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+
+
+_conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def stage_sizes(layers: int | Sequence[int]) -> tuple[int, ...]:
+    """Block counts of the four stages.
+
+    Args:
+      layers: a published depth (50 or 101) or the four block counts themselves.
+
+    Returns:
+      Four block counts.
+
+    """
+    if isinstance(layers, int):
+        if layers not in STAGE_SIZES:
+            raise ValueError(
+                f"model.layers={layers} is not a known depth; use 50, 101 or four block counts."
+            )
+        return STAGE_SIZES[layers]
+    sizes = tuple(int(size) for size in layers)
+    if len(sizes) != 4 or min(sizes) < 1:
+        raise ValueError(f"model.layers={layers} must be 50, 101 or four positive block counts.")
+    return sizes
+
+
+def conv(features: int, kernel: int, *, stride: int = 1, dilation: int = 1, name: str) -> nn.Conv:
+    """A bias-free convolution with PyTorch's symmetric zero padding."""
+    padding = dilation * (kernel - 1) // 2
+    return nn.Conv(
+        features,
+        (kernel, kernel),
+        strides=stride,
+        padding=[(padding, padding), (padding, padding)],
+        kernel_dilation=dilation,
+        use_bias=False,
+        kernel_init=_conv_init,
+        name=name,
+    )
+
+
+def batch_norm(train: bool, name: str) -> nn.BatchNorm:
+    """Batch norm with PyTorch's epsilon and momentum; running statistics unless training."""
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name)
+
+
+class Bottleneck(nn.Module):
+    """ResNet bottleneck block (1x1, 3x3 with stride and dilation, 1x1 with 4x expansion)."""
+
+    planes: int
+    stride: int
+    dilation: int
+    downsample: bool
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+        """Applies the block to (N, H, W, C) inputs."""
+        out = nn.relu(batch_norm(train, "bn1")(conv(self.planes, 1, name="conv1")(x)))
+        out = conv(self.planes, 3, stride=self.stride, dilation=self.dilation, name="conv2")(out)
+        out = nn.relu(batch_norm(train, "bn2")(out))
+        out = batch_norm(train, "bn3")(conv(4 * self.planes, 1, name="conv3")(out))
+        if self.downsample:
+            x = conv(4 * self.planes, 1, stride=self.stride, name="downsample_conv")(x)
+            x = batch_norm(train, "downsample_bn")(x)
+        return nn.relu(out + x)
+
+
+class Stem(nn.Module):
+    """Deep-base stem: three 3x3 convolutions with batch norm and ReLU, then max-pool."""
+
+    width: int
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+        """Maps (N, H, W, 3) images to (N, H/4, W/4, 2 * width) features."""
+        for index, (features, stride) in enumerate(
+            [(self.width, 2), (self.width, 1), (2 * self.width, 1)], start=1
+        ):
+            x = conv(features, 3, stride=stride, name=f"conv{index}")(x)
+            x = nn.relu(batch_norm(train, f"bn{index}")(x))
+        return nn.max_pool(x, (3, 3), strides=(2, 2), padding=[(1, 1), (1, 1)])
+
+
+class Stage(nn.Module):
+    """A stage of bottleneck blocks; the first block changes width and stride."""
+
+    blocks: int
+    planes: int
+    stride: int
+    dilation: int
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+        """Applies the stage's blocks in order."""
+        for index in range(self.blocks):
+            first = index == 0
+            x = Bottleneck(
+                planes=self.planes,
+                stride=self.stride if first else 1,
+                dilation=self.dilation,
+                downsample=first and (self.stride != 1 or x.shape[-1] != 4 * self.planes),
+                name=f"block{index}",
+            )(x, train)
+        return x
+
+
+class DilatedResNet(nn.Module):
+    """Deep-base ResNet of output stride 8; returns layer4's (N, H/8, W/8, 32 * width) map.
+
+    Attributes:
+      layers: 50, 101 or four block counts.
+      width: stem and first-stage width (64 in the published models).
+
+    """
+
+    layers: int | Sequence[int]
+    width: int
+
+    @nn.compact
+    def __call__(self, images: jnp.ndarray, train: bool) -> jnp.ndarray:
+        """Maps normalised (N, H, W, 3) images to layer4 features."""
+        x = Stem(self.width, name="layer0")(images, train)
+        strides, dilations = (1, 2, 1, 1), (1, 1, 2, 4)
+        for index, blocks in enumerate(stage_sizes(self.layers)):
+            x = Stage(
+                blocks=blocks,
+                planes=self.width * 2**index,
+                stride=strides[index],
+                dilation=dilations[index],
+                name=f"layer{index + 1}",
+            )(x, train)
+        return x

@@ -1,0 +1,199 @@
+"""A PyTorch reference of CWT's PSPNet, support classifier and transformer.
+
+Written from the method's description (PSPNet as in CWT-for-FSS / RePRI, with the
+original module names) to check the JAX implementation number for number. Test-only.
+"""
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.relu = nn.ReLU()
+        self.downsample = downsample
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.relu(out + identity)
+
+
+class DeepBaseResNet(nn.Module):
+    """ImageNet deep-base ResNet in the resnet50_v2.pth layout."""
+
+    def __init__(self, blocks, width=64, num_classes=10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, width, 3, stride=2, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, 2 * width, 3, padding=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(2 * width)
+        self.relu = nn.ReLU()
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.inplanes = 2 * width
+        self.layer1 = self._make_layer(width, blocks[0])
+        self.layer2 = self._make_layer(2 * width, blocks[1], stride=2)
+        self.layer3 = self._make_layer(4 * width, blocks[2], stride=2)
+        self.layer4 = self._make_layer(8 * width, blocks[3], stride=2)
+        self.fc = nn.Linear(32 * width, num_classes)
+
+    def _make_layer(self, planes, blocks, stride=1):
+        downsample = None
+        if stride != 1 or self.inplanes != planes * 4:
+            downsample = nn.Sequential(
+                nn.Conv2d(self.inplanes, planes * 4, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(planes * 4),
+            )
+        layers = [Bottleneck(self.inplanes, planes, stride, downsample)]
+        self.inplanes = planes * 4
+        layers += [Bottleneck(self.inplanes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+
+class PSPNet(nn.Module):
+    """PSPNet with output stride 8, named as the checkpoints released with CWT and RePRI."""
+
+    def __init__(
+        self, blocks, width=64, bottleneck_dim=512, bins=(1, 2, 3, 6), classes=16, resnet=None
+    ):
+        super().__init__()
+        resnet = resnet or DeepBaseResNet(blocks, width)
+        self.layer0 = nn.Sequential(
+            resnet.conv1, resnet.bn1, resnet.relu,
+            resnet.conv2, resnet.bn2, resnet.relu,
+            resnet.conv3, resnet.bn3, resnet.relu,
+            resnet.maxpool,
+        )  # fmt: skip
+        self.layer1, self.layer2 = resnet.layer1, resnet.layer2
+        self.layer3, self.layer4 = resnet.layer3, resnet.layer4
+        for layer, dilation in ((self.layer3, 2), (self.layer4, 4)):
+            for name, module in layer.named_modules():
+                if "conv2" in name:
+                    module.dilation, module.padding, module.stride = (
+                        (dilation, dilation),
+                        (dilation, dilation),
+                        (1, 1),
+                    )
+                elif "downsample.0" in name:
+                    module.stride = (1, 1)
+        channels = 32 * width
+        reduction = channels // len(bins)
+        self.ppm = nn.Module()
+        self.ppm.features = nn.ModuleList(
+            nn.Sequential(
+                nn.AdaptiveAvgPool2d(b),
+                nn.Conv2d(channels, reduction, 1, bias=False),
+                nn.BatchNorm2d(reduction),
+                nn.ReLU(),
+            )
+            for b in bins
+        )
+        self.bottleneck = nn.Sequential(
+            nn.Conv2d(2 * channels, bottleneck_dim, 3, padding=1, bias=False),
+            nn.BatchNorm2d(bottleneck_dim),
+            nn.ReLU(),
+            nn.Dropout2d(0.1),
+        )
+        self.classifier = nn.Conv2d(bottleneck_dim, classes, 1, bias=False)
+
+    def extract_features(self, x):
+        x = self.layer4(self.layer3(self.layer2(self.layer1(self.layer0(x)))))
+        size = x.shape[2:]
+        pyramid = [x] + [
+            F.interpolate(f(x), size, mode="bilinear", align_corners=True)
+            for f in self.ppm.features
+        ]
+        return self.bottleneck(torch.cat(pyramid, 1))
+
+
+class MultiHeadAttentionOne(nn.Module):
+    """CWT's transformer: one projection shared by query, key and value."""
+
+    def __init__(self, n_head, d_model, dropout=0.5):
+        super().__init__()
+        self.n_head, self.d_k = n_head, d_model
+        self.w_qkvs = nn.Linear(d_model, n_head * d_model, bias=False)
+        nn.init.normal_(self.w_qkvs.weight, 0, np.sqrt(2.0 / (2 * d_model)))
+        self.temperature = np.power(d_model, 0.5)
+        self.layer_norm = nn.LayerNorm(d_model)
+        self.fc = nn.Linear(n_head * d_model, d_model)
+        nn.init.xavier_normal_(self.fc.weight)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, q, k, v):
+        n_head, d_k = self.n_head, self.d_k
+        batch, len_q, _ = q.shape
+        len_k = k.shape[1]
+        residual = q
+        q = (
+            self.w_qkvs(q)
+            .view(batch, len_q, n_head, d_k)
+            .permute(2, 0, 1, 3)
+            .reshape(-1, len_q, d_k)
+        )
+        k = (
+            self.w_qkvs(k)
+            .view(batch, len_k, n_head, d_k)
+            .permute(2, 0, 1, 3)
+            .reshape(-1, len_k, d_k)
+        )
+        v = (
+            self.w_qkvs(v)
+            .view(batch, len_k, n_head, d_k)
+            .permute(2, 0, 1, 3)
+            .reshape(-1, len_k, d_k)
+        )
+        attention = torch.softmax(torch.bmm(q, k.transpose(1, 2)) / self.temperature, dim=2)
+        output = torch.bmm(attention, v).view(n_head, batch, len_q, d_k)
+        output = output.permute(1, 2, 0, 3).reshape(batch, len_q, -1)
+        return self.layer_norm(self.dropout(self.fc(output)) + residual)
+
+
+def randomize_batch_norm(model, generator):
+    """Gives every batch norm non-trivial statistics and affine parameters."""
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            n = module.num_features
+            module.running_mean.copy_(0.1 * torch.randn(n, generator=generator))
+            module.running_var.copy_(0.5 + torch.rand(n, generator=generator))
+            module.weight.data.copy_(0.5 + torch.rand(n, generator=generator))
+            module.bias.data.copy_(0.1 * torch.randn(n, generator=generator))
+
+
+def fit_classifier(support_features, support_masks, init_weights, make_optimizer, steps):
+    """CWT's inner loop: a 1x1 conv fitted on (K, C, h, w) features and (K, H, W) masks."""
+    classifier = nn.Conv2d(support_features.shape[1], 2, 1, bias=False)
+    classifier.weight.data.copy_(init_weights[:, :, None, None])
+    optimizer = make_optimizer(classifier.parameters())
+    background = (support_masks == 0).sum().item()
+    foreground = (support_masks == 1).sum().item()
+    criterion = nn.CrossEntropyLoss(
+        weight=torch.tensor([1.0, background / foreground]), ignore_index=255
+    )
+    for _ in range(steps):
+        logits = F.interpolate(
+            classifier(support_features),
+            support_masks.shape[-2:],
+            mode="bilinear",
+            align_corners=True,
+        )
+        loss = criterion(logits, support_masks)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return classifier.weight.data[:, :, 0, 0]
