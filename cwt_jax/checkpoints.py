@@ -1,8 +1,16 @@
-"""Reading and writing single pytrees (converted weights) as orbax checkpoints."""
+"""Orbax checkpoints: single pytrees (converted weights) and the training managers.
+
+Two layouts are read wherever a checkpoint path is accepted: a single pytree written by
+`save_tree` (what `python -m cwt_jax.convert` writes), and a `CheckpointManager`
+directory whose steps hold a `variables` item (what the training stages write as their
+best checkpoint); of the latter, the best step is read.
+"""
 
 import os
 
 import orbax.checkpoint as ocp
+
+VARIABLES = "variables"
 
 
 def save_tree(path: str, tree) -> None:
@@ -14,7 +22,6 @@ def save_tree(path: str, tree) -> None:
     Args:
       path: directory to create; it must not exist yet.
       tree: pytree of arrays.
-
     """
     path = os.path.abspath(path)
     if os.path.exists(path):
@@ -25,16 +32,40 @@ def save_tree(path: str, tree) -> None:
 
 
 def load_tree(path: str):
-    """Reads a pytree written by `save_tree`.
+    """Reads a pytree written by `save_tree`, or the best `variables` of a manager directory.
 
     Args:
       path: checkpoint directory.
 
     Returns:
-      The pytree, with arrays on the default device.
-
+      The pytree of arrays.
     """
     path = os.path.abspath(path)
     if not os.path.isdir(path):
         raise FileNotFoundError(f"{path} is not an orbax checkpoint directory; check the path.")
-    return ocp.StandardCheckpointer().restore(path)
+    steps = ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(read_only=True))
+    step = steps.best_step()
+    if step is None:
+        return ocp.StandardCheckpointer().restore(path)
+    restored = steps.restore(step, args=ocp.args.Composite(**{VARIABLES: ocp.args.StandardRestore()}))
+    return restored[VARIABLES]
+
+
+def manager(directory: str, *, best_metric: str | None = None) -> ocp.CheckpointManager:
+    """A manager keeping one checkpoint: the latest, or the best by `best_metric`.
+
+    Args:
+      directory: where the steps are written.
+      best_metric: metric to maximise, or None to keep the latest step.
+
+    Returns:
+      The checkpoint manager; call `wait_until_finished()` before the process ends.
+    """
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=1,
+        best_fn=(lambda metrics: metrics[best_metric]) if best_metric else None,
+        best_mode="max",
+        create=True,
+        cleanup_tmp_directories=True,
+    )
+    return ocp.CheckpointManager(os.path.abspath(directory), options=options)

@@ -1,0 +1,132 @@
+"""Shared defaults of every config: the reference setup of CWT (Lu et al., ICCV 2021).
+
+Config files are thin: they call `base()` and override what differs. Durations are
+counted in epochs (stage 1) and in episodes (stage 2); the loops convert them to steps.
+"""
+
+import ml_collections
+
+
+def base() -> ml_collections.ConfigDict:
+    """Returns the full config with the paper's settings for PASCAL-5i, fold 0, 1-shot."""
+    config = ml_collections.ConfigDict()
+    config.mode = "all"  # pretrain | metatrain | eval | all | export_episodes
+    config.seed = 0
+    config.distributed = False  # call jax.distributed.initialize() for multi-host runs
+
+    config.data = ml_collections.ConfigDict()
+    config.data.dataset = "pascal"  # pascal | coco | synthetic
+    config.data.root = ""  # VOC2012 / COCO folder (see the README); synthetic: where to generate
+    config.data.cache_dir = ""  # TFDS data dir; empty: <workdir>/tfds
+    config.data.fold = 0
+    config.data.shot = 1
+    config.data.image_size = 473
+    config.data.train_list = ""  # PFENet-format list file; empty: the dataset's default lists
+    config.data.val_list = ""
+    config.data.split_convention = "contiguous"  # COCO only: contiguous | interleaved
+    config.data.test_dataset = ""  # cross-dataset evaluation: test on this dataset's classes
+    config.data.test_root = ""  # and read it from here
+    config.data.num_workers = 2
+    config.data.synthetic_train = 1500  # synthetic only: number of generated images
+    config.data.synthetic_val = 500
+    config.data.synthetic_size = 128
+
+    config.model = ml_collections.ConfigDict(type_safe=False)  # layers: an int or a tuple
+    config.model.layers = 50  # 50, 101 or four block counts
+    config.model.width = 64
+    config.model.bottleneck_dim = 512
+    config.model.dropout = 0.1
+
+    config.init = ml_collections.ConfigDict()
+    config.init.resnet = ""  # ImageNet deep-base ResNet .pth for stage 1; empty: random
+    config.init.backbone = ""  # PSPNet .pth or orbax checkpoint; empty: stage 1's result
+    config.init.cwt = ""  # CWT .pth or orbax checkpoint; empty: stage 2's result
+
+    config.pretrain = ml_collections.ConfigDict()
+    config.pretrain.epochs = 100
+    config.pretrain.batch_size = 12
+    config.pretrain.image_size = 417
+    config.pretrain.lr = 0.0025
+    config.pretrain.final_lr = 1e-6
+    config.pretrain.momentum = 0.9
+    config.pretrain.nesterov = True
+    config.pretrain.weight_decay = 1e-4
+    config.pretrain.label_smoothing = 0.1
+    config.pretrain.scale_range = ()  # e.g. (0.5, 2.0); empty: no random scale
+    config.pretrain.rotation_range = ()  # e.g. (-10, 10); empty: no rotation
+    config.pretrain.val_images = 0  # base-class validation images per epoch; 0: all
+    config.pretrain.checkpoint_every = 500  # steps
+
+    config.inner = ml_collections.ConfigDict()
+    config.inner.optimizer = "sgd"  # any optax optimiser taking learning_rate
+    config.inner.lr = 0.1
+    config.inner.optimizer_args = ml_collections.ConfigDict()  # e.g. {"momentum": 0.9}
+    config.inner.steps = 200
+    config.inner.init = "torch"  # torch: uniform(+-1/sqrt(C)) as nn.Conv2d | zeros
+
+    config.cwt = ml_collections.ConfigDict()
+    config.cwt.heads = 4
+    config.cwt.dropout = 0.5
+    config.cwt.attention_dropout = 0.1
+
+    config.metatrain = ml_collections.ConfigDict()
+    config.metatrain.epochs = 20
+    config.metatrain.episodes_per_epoch = 6000
+    config.metatrain.episodes_per_step = 1
+    config.metatrain.lr = 0.001
+    config.metatrain.momentum = 0.9
+    config.metatrain.nesterov = True
+    config.metatrain.weight_decay = 1e-4
+    config.metatrain.val_episodes = 1000
+    config.metatrain.checkpoint_every = 500  # steps
+
+    config.eval = ml_collections.ConfigDict()
+    config.eval.num_runs = 5
+    config.eval.num_episodes = 1000
+    config.eval.episodes_per_step = 1
+    config.eval.episodes = ""  # JSON episode list to evaluate instead of sampling
+    config.eval.visualize = 0  # number of PNG panels to write
+    return config
+
+
+def pascal(fold: int, shot: int) -> ml_collections.ConfigDict:
+    """PASCAL-5i with the paper's settings."""
+    config = base()
+    config.data.fold, config.data.shot = fold, shot
+    return config
+
+
+def coco(fold: int, shot: int) -> ml_collections.ConfigDict:
+    """COCO-20i with the paper's settings (stage 1: 61 outputs, 20 epochs)."""
+    config = base()
+    config.data.dataset = "coco"
+    config.data.fold, config.data.shot = fold, shot
+    config.data.image_size = 417
+    config.pretrain.epochs = 20
+    return config
+
+
+def synthetic(fold: int, shot: int) -> ml_collections.ConfigDict:
+    """The embedded benchmark: a small PSPNet trained and evaluated on CPU in minutes."""
+    config = base()
+    config.data.dataset = "synthetic"
+    config.data.fold, config.data.shot = fold, shot
+    config.data.image_size = 128
+    config.model.layers = (1, 1, 1, 1)
+    config.model.width = 16
+    config.model.bottleneck_dim = 64
+    config.pretrain.image_size = 128
+    config.pretrain.epochs = 4
+    config.pretrain.batch_size = 16
+    config.pretrain.lr = 0.02
+    config.pretrain.checkpoint_every = 100
+    config.metatrain.epochs = 2
+    config.metatrain.episodes_per_epoch = 300
+    config.metatrain.episodes_per_step = 4
+    config.metatrain.val_episodes = 100
+    config.metatrain.checkpoint_every = 50
+    config.inner.steps = 100
+    config.eval.num_runs = 2
+    config.eval.num_episodes = 200
+    config.eval.episodes_per_step = 8
+    return config

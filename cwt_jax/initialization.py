@@ -1,0 +1,86 @@
+"""Resolving the weights a run starts from: .pth files or orbax checkpoints, checked early."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+
+from cwt_jax import checkpoints, convert, cwt
+from cwt_jax.models import PSPNet
+
+
+def pspnet(model_config) -> PSPNet:
+    """The PSPNet feature extractor described by the `model` config section."""
+    layers = model_config.layers
+    return PSPNet(
+        layers=layers if isinstance(layers, int) else tuple(layers),
+        width=model_config.width,
+        bottleneck_dim=model_config.bottleneck_dim,
+        dropout=model_config.dropout,
+    )
+
+
+def init_pspnet(model: PSPNet, rng: jax.Array) -> dict:
+    """Random variables of the PSPNet (`{"params", "batch_stats"}`)."""
+    return jax.jit(lambda key: model.init(key, jnp.zeros((1, 33, 33, 3)), train=False))(rng)
+
+
+def load_backbone(path: str, model: PSPNet, key: str) -> dict:
+    """Reads PSPNet variables from a .pth file or an orbax checkpoint and checks they fit.
+
+    Args:
+      path: PSPNet .pth file, converted checkpoint or a training run's best checkpoint.
+      model: the PSPNet of the config.
+      key: the config key that named `path`, for error messages.
+
+    Returns:
+      `{"params", "batch_stats"}` of the model.
+    """
+    if path.endswith(".pth"):
+        variables = convert.load_pspnet(_existing(path, key), model.layers)
+    else:
+        variables = checkpoints.load_tree(_existing(path, key))
+    expected = jax.eval_shape(lambda: init_pspnet(model, jax.random.key(0)))
+    return _checked(variables, expected, path, key)
+
+
+def load_resnet(path: str, model: PSPNet, key: str) -> dict:
+    """Reads ImageNet ResNet variables (for the PSPNet's `backbone` submodule) from a .pth."""
+    return convert.load_resnet(_existing(path, key), model.layers)
+
+
+def load_cwt(path: str, channels: int, heads: int, key: str) -> dict:
+    """Reads CWT parameters from a .pth file or an orbax checkpoint and checks they fit.
+
+    Args:
+      path: transformer .pth file, converted checkpoint or a run's best checkpoint.
+      channels: feature channels of the model.
+      heads: attention heads of the config.
+      key: the config key that named `path`, for error messages.
+
+    Returns:
+      Transformer parameters.
+    """
+    if path.endswith(".pth"):
+        params = convert.load_cwt(_existing(path, key))
+    else:
+        params = checkpoints.load_tree(_existing(path, key))["params"]
+    expected = jax.eval_shape(lambda: cwt.init(jax.random.key(0), channels, heads))
+    return _checked(params, expected, path, key)
+
+
+def _existing(path: str, key: str) -> str:
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{key}={path} does not exist; give a .pth file or a checkpoint.")
+    return path
+
+
+def _checked(tree, expected, path: str, key: str):
+    shapes = jax.tree.map(jnp.shape, tree)
+    expected_shapes = jax.tree.map(lambda leaf: leaf.shape, expected)
+    if shapes != expected_shapes:
+        raise convert.ConversionError(
+            f"{key}={path} does not fit the configured model (model.layers, model.width, "
+            "model.bottleneck_dim, cwt.heads); set them to the checkpoint's architecture."
+        )
+    return jax.tree.map(jnp.asarray, tree)

@@ -1,0 +1,121 @@
+"""Entry point: wires the config to stage 1, stage 2, evaluation and episode export.
+
+  python -m cwt_jax.main --config=configs/pascal_fold0_1shot.py --workdir=DIR \
+      [--config.mode=eval] [--config.key=value ...]
+
+A user's mistake (a missing file, a checkpoint that does not fit, an unknown optimiser,
+an unwritable work dir) ends the run before any work with one line on stderr.
+"""
+
+import os
+import sys
+
+import jax
+from absl import app, flags
+from ml_collections import config_flags
+
+from cwt_jax import convert, data, evaluate, initialization, input_pipeline, optimizers
+from cwt_jax.metatrain import metatrain
+from cwt_jax.metric_writer import MetricWriter
+from cwt_jax.pretrain import pretrain
+
+MODES = ("pretrain", "metatrain", "eval", "all", "export_episodes")
+USER_ERRORS = (
+    data.DataError,
+    convert.ConversionError,
+    optimizers.ConfigError,
+    FileNotFoundError,
+    FileExistsError,
+    PermissionError,
+)
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
+
+
+def run(config, workdir: str) -> None:
+    """Runs `config.mode` in `workdir`, checking the inputs before any work."""
+    if config.mode not in MODES:
+        raise optimizers.ConfigError(f"mode={config.mode!r} is not one of {', '.join(MODES)}.")
+    if config.distributed:
+        jax.distributed.initialize()
+    _check_writable(workdir)
+    optimizers.inner_optimizer(config.inner)
+    model = initialization.pspnet(config.model)
+    backbone = cwt_params = None
+    if config.init.backbone:
+        backbone = initialization.load_backbone(config.init.backbone, model, "init.backbone")
+    if config.init.cwt:
+        cwt_params = initialization.load_cwt(
+            config.init.cwt, model.bottleneck_dim, config.cwt.heads, "init.cwt"
+        )
+    inputs = input_pipeline.prepare(config.data, config.seed, workdir)
+    if config.mode == "export_episodes":
+        specs = data.sample_episodes(
+            inputs.val, inputs.test_classes, shot=config.data.shot,
+            num_episodes=config.eval.num_episodes, seed=config.seed, shuffle_queries=False,
+        )  # fmt: skip
+        data.write_episode_list(os.path.join(workdir, "episodes.json"), specs)
+        print(f"Wrote {len(specs)} episodes to {os.path.join(workdir, 'episodes.json')}")
+        return
+    writer = MetricWriter(workdir)
+    try:
+        if config.mode in ("pretrain", "all") and backbone is None:
+            pretrain(config, inputs, workdir, writer)
+        if config.mode == "pretrain":
+            return
+        if backbone is None:
+            backbone = initialization.load_backbone(
+                _stage_result(workdir, "pretrain", "init.backbone"), model, "init.backbone"
+            )
+        if config.mode in ("metatrain", "all") and cwt_params is None:
+            metatrain(config, inputs, backbone, workdir, writer)
+        if config.mode == "metatrain":
+            return
+        if cwt_params is None:
+            cwt_params = initialization.load_cwt(
+                _stage_result(workdir, "metatrain", "init.cwt"),
+                model.bottleneck_dim,
+                config.cwt.heads,
+                "init.cwt",
+            )
+        evaluate.evaluate(config, inputs, backbone, cwt_params, workdir, writer)
+    finally:
+        writer.close()
+
+
+def _stage_result(workdir: str, stage: str, key: str) -> str:
+    path = os.path.join(workdir, stage, "best")
+    if not os.path.isdir(path) or not os.listdir(path):
+        raise FileNotFoundError(
+            f"No {stage} result in {path}; set {key} to a checkpoint or run mode={stage} first."
+        )
+    return path
+
+
+def _check_writable(workdir: str) -> None:
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        probe = os.path.join(workdir, ".writable")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as error:
+        raise PermissionError(
+            f"--workdir={workdir} cannot be written ({error.strerror}); choose another directory."
+        ) from None
+
+
+def main(argv) -> None:
+    """Parses flags and runs the configured mode."""
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        run(_CONFIG.value, _WORKDIR.value)
+    except USER_ERRORS as error:
+        sys.exit(f"error: {error}")
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["config", "workdir"])
+    app.run(main)

@@ -1,0 +1,149 @@
+"""Stage 2: episodic meta-training of the CWT on a frozen backbone."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import tqdm
+
+from cwt_jax import checkpoints, cwt, data, evaluate, fewshot, initialization, input_pipeline, optimizers
+from cwt_jax.metric_writer import MetricWriter
+
+STATE = "state"
+
+
+def make_train_step(model, config):
+    """A jitted meta-training step on a batch of B episodes.
+
+    Per episode the support classifier is fitted from a fresh initialisation (no gradient
+    flows through the inner loop: it does not depend on the CWT), the CWT adapts it to the
+    query in training mode, and the loss is CWT's weighted query cross-entropy. The loss
+    is averaged over the B episodes; only the CWT parameters are updated.
+    """
+    inner_optimizer = optimizers.inner_optimizer(config.inner)
+    outer_optimizer = outer_optimizer_from(config.metatrain)
+    dropout = {"dropout_rate": config.cwt.dropout, "attention_dropout_rate": config.cwt.attention_dropout}
+
+    def loss_fn(cwt_params, weights, query_features, query_masks, dropout_rngs):
+        def episode_loss(w, features, mask, rng):
+            _, logits = fewshot.query_logits(cwt_params, w, features, dropout_rng=rng, **dropout)
+            return fewshot.query_loss(logits, mask)
+
+        return jnp.mean(jax.vmap(episode_loss)(weights, query_features, query_masks, dropout_rngs))
+
+    @jax.jit
+    def train_step(state, backbone, batch, rng):
+        init_rng, dropout_rng = jax.random.split(rng)
+        batch_size = batch["query_image"].shape[0]
+        support_features, query_features = fewshot.episode_features(
+            model, backbone, batch["support_images"], batch["query_image"]
+        )
+        init = jax.vmap(
+            lambda key: fewshot.init_classifier(key, model.bottleneck_dim, config.inner.init)
+        )(jax.random.split(init_rng, batch_size))
+        weights = fewshot.fit_episodes(
+            support_features, batch["support_masks"], init,
+            optimizer=inner_optimizer, steps=config.inner.steps,
+        )  # fmt: skip
+        loss, grads = jax.value_and_grad(loss_fn)(
+            state["params"], weights, query_features, batch["query_mask"],
+            jax.random.split(dropout_rng, batch_size),
+        )  # fmt: skip
+        updates, opt_state = outer_optimizer.update(grads, state["opt_state"], state["params"])
+        new_state = {
+            **state,
+            "step": state["step"] + 1,
+            "params": optax.apply_updates(state["params"], updates),
+            "opt_state": opt_state,
+        }
+        norms = {"grad_norm": optax.global_norm(grads), "param_norm": optax.global_norm(state["params"])}
+        return new_state, {"loss": loss, **norms}
+
+    return train_step
+
+
+def outer_optimizer_from(section) -> optax.GradientTransformation:
+    """SGD with Nesterov momentum and weight decay over the CWT parameters."""
+    return optimizers.sgd_with_decay(section, section.lr, "metatrain")
+
+
+def metatrain(
+    config, inputs: input_pipeline.Inputs, backbone, workdir: str, writer: MetricWriter
+) -> str:
+    """Runs or resumes stage 2 and returns the directory of its best checkpoint.
+
+    The latest state is saved every `metatrain.checkpoint_every` steps and at each epoch
+    end to `<workdir>/metatrain/latest`; the CWT parameters of the best validation epoch
+    (episodic mIoU on the test classes of the val split) to `<workdir>/metatrain/best`.
+    """
+    section = config.metatrain
+    model = initialization.pspnet(config.model)
+    episodes_per_step = section.episodes_per_step
+    steps_per_epoch = section.episodes_per_epoch // episodes_per_step
+    total_steps = section.epochs * steps_per_epoch
+    train_data = data.train_episodes(
+        inputs.train, inputs.classes.base, shot=config.data.shot,
+        image_size=config.data.image_size, num_episodes=total_steps * episodes_per_step,
+        seed=config.seed, augmentation=data.Augmentation(),
+    )  # fmt: skip
+    val_data = data.eval_episodes(
+        inputs.val, inputs.test_classes, shot=config.data.shot,
+        image_size=config.data.image_size, num_episodes=section.val_episodes, seed=config.seed,
+    )  # fmt: skip
+    params = cwt.init(jax.random.key(config.seed), model.bottleneck_dim, config.cwt.heads)
+    state = {
+        "step": jnp.zeros((), jnp.int32),
+        "params": params,
+        "opt_state": outer_optimizer_from(section).init(params),
+        "best_miou": jnp.full((), -1.0),
+    }
+    latest = checkpoints.manager(f"{workdir}/metatrain/latest")
+    best = checkpoints.manager(f"{workdir}/metatrain/best", best_metric="miou")
+    if latest.latest_step() is not None:
+        restored = latest.restore(
+            latest.latest_step(), args=ocp.args.Composite(**{STATE: ocp.args.StandardRestore(state)})
+        )
+        state = restored[STATE]
+    train_step = make_train_step(model, config)
+    eval_step = evaluate.make_eval_step(model, config.inner)
+    start = int(state["step"])
+    key = jax.random.key(config.seed)
+    batches = input_pipeline.loader(
+        train_data, episodes_per_step, config.data.num_workers, start * episodes_per_step
+    )
+    progress = tqdm.tqdm(batches, desc="metatrain", initial=start, total=total_steps)
+    for batch in progress:
+        step = int(state["step"])
+        arrays = {name: batch[name] for name in evaluate.EPISODE_ARRAYS}
+        state, step_metrics = train_step(state, backbone, arrays, jax.random.fold_in(key, step))
+        step_metrics = jax.device_get(step_metrics)
+        if not np.isfinite(step_metrics["loss"]):
+            raise FloatingPointError(f"Meta-training loss is {step_metrics['loss']} at step {step}.")
+        progress.set_postfix(loss=f"{step_metrics['loss']:.3f}")
+        writer.write("metatrain", step + 1, step_metrics)
+        epoch_end = (step + 1) % steps_per_epoch == 0
+        if epoch_end:
+            scores = evaluate.run_episodes(
+                eval_step, backbone, state["params"], val_data,
+                batch_size=config.eval.episodes_per_step, workers=config.data.num_workers,
+                run_key=jax.random.fold_in(key, 0), description="validation",
+            )  # fmt: skip
+            writer.write(
+                "metatrain", step + 1,
+                {"val_miou": scores["cwt"]["miou"], "val_support_only_miou": scores["support_only"]["miou"]},
+            )  # fmt: skip
+            if scores["cwt"]["miou"] > float(state["best_miou"]):
+                state = {**state, "best_miou": jnp.asarray(scores["cwt"]["miou"])}
+                best.save(
+                    step + 1,
+                    args=ocp.args.Composite(
+                        **{checkpoints.VARIABLES: ocp.args.StandardSave({"params": state["params"]})}
+                    ),
+                    metrics={"miou": scores["cwt"]["miou"]},
+                )
+        if epoch_end or (step + 1) % section.checkpoint_every == 0:
+            latest.save(step + 1, args=ocp.args.Composite(**{STATE: ocp.args.StandardSave(state)}))
+    latest.wait_until_finished()
+    best.wait_until_finished()
+    return best.directory.as_posix()
