@@ -47,7 +47,9 @@ def load_tree(path: str):
     step = steps.best_step()
     if step is None:
         return ocp.StandardCheckpointer().restore(path)
-    restored = steps.restore(step, args=ocp.args.Composite(**{VARIABLES: ocp.args.StandardRestore()}))
+    restored = steps.restore(
+        step, args=ocp.args.Composite(**{VARIABLES: ocp.args.StandardRestore()})
+    )
     return restored[VARIABLES]
 
 

@@ -38,7 +38,11 @@ def make_eval_step(model, inner_config):
             )
         )(episode_index)
         weights = fewshot.fit_episodes(
-            support_features, batch["support_masks"], init, optimizer=optimizer, steps=inner_config.steps
+            support_features,
+            batch["support_masks"],
+            init,
+            optimizer=optimizer,
+            steps=inner_config.steps,
         )
         support_logits, cwt_logits = jax.vmap(fewshot.query_logits, in_axes=(None, 0, 0))(
             cwt_params, weights, query_features
@@ -92,7 +96,9 @@ def run_episodes(
         )
     class_ids, counts = [], {method: ([], []) for method in METHODS}
     batches = input_pipeline.loader(episodes, batch_size, workers)
-    for batch in tqdm.tqdm(batches, desc=description, total=len(episodes) // batch_size, leave=False):
+    for batch in tqdm.tqdm(
+        batches, desc=description, total=len(episodes) // batch_size, leave=False
+    ):
         first = len(class_ids) * batch_size
         scores, predictions = eval_step(
             backbone,
@@ -144,8 +150,11 @@ def evaluate(
     else:
         datasets = [
             data.eval_episodes(
-                inputs.val, inputs.test_classes, shot=config.data.shot,
-                image_size=config.data.image_size, num_episodes=section.num_episodes,
+                inputs.val,
+                inputs.test_classes,
+                shot=config.data.shot,
+                image_size=config.data.image_size,
+                num_episodes=section.num_episodes,
                 seed=config.seed + run,
             )  # fmt: skip
             for run in range(section.num_runs)
@@ -156,15 +165,21 @@ def evaluate(
     for run, episodes in enumerate(tqdm.tqdm(datasets, desc="eval runs")):
         runs.append(
             run_episodes(
-                eval_step, backbone, cwt_params, episodes,
-                batch_size=section.episodes_per_step, workers=config.data.num_workers,
+                eval_step,
+                backbone,
+                cwt_params,
+                episodes,
+                batch_size=section.episodes_per_step,
+                workers=config.data.num_workers,
                 run_key=jax.random.fold_in(jax.random.key(config.seed), run),
                 panels=section.visualize if run == 0 else 0,
                 panel_prefix=os.path.join(workdir, "visualize", "episode"),
                 description=f"eval run {run}",
             )  # fmt: skip
         )
-        writer.write("eval", run, {f"{m}_{k}": runs[-1][m][k] for m in METHODS for k in ("miou", "fb_iou")})
+        writer.write(
+            "eval", run, {f"{m}_{k}": runs[-1][m][k] for m in METHODS for k in ("miou", "fb_iou")}
+        )
     results = {**_summary(runs, "cwt"), "support_only": _summary(runs, "support_only")}
     results["runs"] = runs
     results["config"] = config.to_dict()
@@ -180,7 +195,9 @@ def _summary(runs: list[dict], method: str) -> dict:
         "miou_std": float(np.std([run[method]["miou"] for run in runs])),
         "fb_iou": float(np.mean([run[method]["fb_iou"] for run in runs])),
         "fb_iou_std": float(np.std([run[method]["fb_iou"] for run in runs])),
-        "per_class_iou": {c: float(np.mean([p[c] for p in per_class if c in p])) for c in per_class[0]},
+        "per_class_iou": {
+            c: float(np.mean([p[c] for p in per_class if c in p])) for c in per_class[0]
+        },
     }
 
 
@@ -192,7 +209,9 @@ def format_table(results: dict, names: dict[int, str]) -> str:
         lines.append(f"{class_id:>3} {names[class_id]:<12}{value:>10.4f}{support_only:>14.4f}")
     for key, label in (("miou", "mIoU"), ("fb_iou", "FB-IoU")):
         cwt_value = f"{results[key]:.4f}±{results[key + '_std']:.4f}"
-        support_value = f"{results['support_only'][key]:.4f}±{results['support_only'][key + '_std']:.4f}"
+        support_value = (
+            f"{results['support_only'][key]:.4f}±{results['support_only'][key + '_std']:.4f}"
+        )
         lines.append(f"{label:<16}{cwt_value:>14}{support_value:>16}")
     return "\n".join(lines)
 

@@ -47,7 +47,9 @@ def episode_features(
     batch, shot = support_images.shape[:2]
     images = jnp.concatenate([support_images.reshape(-1, *support_images.shape[2:]), query_images])
     features = model.apply(variables, images, train=False)
-    return features[: batch * shot].reshape(batch, shot, *features.shape[1:]), features[batch * shot :]
+    return features[: batch * shot].reshape(batch, shot, *features.shape[1:]), features[
+        batch * shot :
+    ]
 
 
 def fit_episodes(

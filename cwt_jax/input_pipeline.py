@@ -40,13 +40,18 @@ def prepare(data_config, seed: int, workdir: str) -> Inputs:
     """
     cache_dir = data_config.cache_dir or os.path.join(workdir, "tfds")
     classes = data.class_split(data_config.dataset, data_config.fold, data_config.split_convention)
-    train_dir = _prepare_dataset(data_config.dataset, data_config.root, data_config, seed, cache_dir)
+    train_dir = _prepare_dataset(
+        data_config.dataset, data_config.root, data_config, seed, cache_dir
+    )
     if data_config.test_dataset:
         test_dir = _prepare_dataset(
             data_config.test_dataset, data_config.test_root, data_config, seed, cache_dir
         )
         test_classes = data.cross_dataset_classes(
-            data_config.dataset, data_config.fold, data_config.test_dataset, data_config.split_convention
+            data_config.dataset,
+            data_config.fold,
+            data_config.test_dataset,
+            data_config.split_convention,
         )
     else:
         test_dir, test_classes = train_dir, classes.novel
@@ -68,9 +73,7 @@ def _prepare_dataset(dataset: str, root: str, data_config, seed: int, cache_dir:
             image_size=data_config.synthetic_size,
         )
     prepare = data.prepare_pascal if dataset == "pascal" else data.prepare_coco
-    return prepare(
-        root, cache_dir, data_config.train_list or None, data_config.val_list or None
-    )
+    return prepare(root, cache_dir, data_config.train_list or None, data_config.val_list or None)
 
 
 def augmentation(pretrain_config) -> data.Augmentation:

@@ -11,7 +11,7 @@ import os
 import sys
 
 import jax
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from cwt_jax import convert, data, evaluate, initialization, input_pipeline, optimizers
@@ -110,6 +110,7 @@ def main(argv) -> None:
     """Parses flags and runs the configured mode."""
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    logging.set_verbosity(logging.WARNING)  # orbax and tfds log every step at INFO
     try:
         run(_CONFIG.value, _WORKDIR.value)
     except USER_ERRORS as error:

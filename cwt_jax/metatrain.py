@@ -2,15 +2,19 @@
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
-import orbax.checkpoint as ocp
-import tqdm
 
-from cwt_jax import checkpoints, cwt, data, evaluate, fewshot, initialization, input_pipeline, optimizers
+from cwt_jax import (
+    cwt,
+    data,
+    evaluate,
+    fewshot,
+    initialization,
+    input_pipeline,
+    optimizers,
+    training,
+)
 from cwt_jax.metric_writer import MetricWriter
-
-STATE = "state"
 
 
 def make_train_step(model, config):
@@ -23,7 +27,10 @@ def make_train_step(model, config):
     """
     inner_optimizer = optimizers.inner_optimizer(config.inner)
     outer_optimizer = outer_optimizer_from(config.metatrain)
-    dropout = {"dropout_rate": config.cwt.dropout, "attention_dropout_rate": config.cwt.attention_dropout}
+    dropout = {
+        "dropout_rate": config.cwt.dropout,
+        "attention_dropout_rate": config.cwt.attention_dropout,
+    }
 
     def loss_fn(cwt_params, weights, query_features, query_masks, dropout_rngs):
         def episode_loss(w, features, mask, rng):
@@ -57,7 +64,10 @@ def make_train_step(model, config):
             "params": optax.apply_updates(state["params"], updates),
             "opt_state": opt_state,
         }
-        norms = {"grad_norm": optax.global_norm(grads), "param_norm": optax.global_norm(state["params"])}
+        norms = {
+            "grad_norm": optax.global_norm(grads),
+            "param_norm": optax.global_norm(state["params"]),
+        }
         return new_state, {"loss": loss, **norms}
 
     return train_step
@@ -71,11 +81,10 @@ def outer_optimizer_from(section) -> optax.GradientTransformation:
 def metatrain(
     config, inputs: input_pipeline.Inputs, backbone, workdir: str, writer: MetricWriter
 ) -> str:
-    """Runs or resumes stage 2 and returns the directory of its best checkpoint.
+    """Runs or resumes stage 2; returns the directory of its best checkpoint.
 
-    The latest state is saved every `metatrain.checkpoint_every` steps and at each epoch
-    end to `<workdir>/metatrain/latest`; the CWT parameters of the best validation epoch
-    (episodic mIoU on the test classes of the val split) to `<workdir>/metatrain/best`.
+    The best checkpoint holds the CWT parameters of the epoch with the best episodic
+    validation mIoU on the test classes of the val split (see `training.train`).
     """
     section = config.metatrain
     model = initialization.pspnet(config.model)
@@ -98,52 +107,26 @@ def metatrain(
         "opt_state": outer_optimizer_from(section).init(params),
         "best_miou": jnp.full((), -1.0),
     }
-    latest = checkpoints.manager(f"{workdir}/metatrain/latest")
-    best = checkpoints.manager(f"{workdir}/metatrain/best", best_metric="miou")
-    if latest.latest_step() is not None:
-        restored = latest.restore(
-            latest.latest_step(), args=ocp.args.Composite(**{STATE: ocp.args.StandardRestore(state)})
-        )
-        state = restored[STATE]
     train_step = make_train_step(model, config)
     eval_step = evaluate.make_eval_step(model, config.inner)
-    start = int(state["step"])
-    key = jax.random.key(config.seed)
-    batches = input_pipeline.loader(
-        train_data, episodes_per_step, config.data.num_workers, start * episodes_per_step
-    )
-    progress = tqdm.tqdm(batches, desc="metatrain", initial=start, total=total_steps)
-    for batch in progress:
-        step = int(state["step"])
-        arrays = {name: batch[name] for name in evaluate.EPISODE_ARRAYS}
-        state, step_metrics = train_step(state, backbone, arrays, jax.random.fold_in(key, step))
-        step_metrics = jax.device_get(step_metrics)
-        if not np.isfinite(step_metrics["loss"]):
-            raise FloatingPointError(f"Meta-training loss is {step_metrics['loss']} at step {step}.")
-        progress.set_postfix(loss=f"{step_metrics['loss']:.3f}")
-        writer.write("metatrain", step + 1, step_metrics)
-        epoch_end = (step + 1) % steps_per_epoch == 0
-        if epoch_end:
-            scores = evaluate.run_episodes(
-                eval_step, backbone, state["params"], val_data,
-                batch_size=config.eval.episodes_per_step, workers=config.data.num_workers,
-                run_key=jax.random.fold_in(key, 0), description="validation",
-            )  # fmt: skip
-            writer.write(
-                "metatrain", step + 1,
-                {"val_miou": scores["cwt"]["miou"], "val_support_only_miou": scores["support_only"]["miou"]},
-            )  # fmt: skip
-            if scores["cwt"]["miou"] > float(state["best_miou"]):
-                state = {**state, "best_miou": jnp.asarray(scores["cwt"]["miou"])}
-                best.save(
-                    step + 1,
-                    args=ocp.args.Composite(
-                        **{checkpoints.VARIABLES: ocp.args.StandardSave({"params": state["params"]})}
-                    ),
-                    metrics={"miou": scores["cwt"]["miou"]},
-                )
-        if epoch_end or (step + 1) % section.checkpoint_every == 0:
-            latest.save(step + 1, args=ocp.args.Composite(**{STATE: ocp.args.StandardSave(state)}))
-    latest.wait_until_finished()
-    best.wait_until_finished()
-    return best.directory.as_posix()
+    workers = config.data.num_workers
+
+    def batches(start_step):
+        start = start_step * episodes_per_step
+        for batch in input_pipeline.loader(train_data, episodes_per_step, workers, start):
+            yield {name: batch[name] for name in evaluate.EPISODE_ARRAYS}
+
+    def validate(state):
+        scores = evaluate.run_episodes(
+            eval_step, backbone, state["params"], val_data,
+            batch_size=config.eval.episodes_per_step, workers=workers,
+            run_key=jax.random.fold_in(jax.random.key(config.seed), 0), description="validation",
+        )  # fmt: skip
+        return {"miou": scores["cwt"]["miou"], "support_only_miou": scores["support_only"]["miou"]}
+
+    return training.train(
+        "metatrain", state, lambda s, batch, rng: train_step(s, backbone, batch, rng), batches,
+        workdir=workdir, seed=config.seed, total_steps=total_steps,
+        steps_per_epoch=steps_per_epoch, checkpoint_every=section.checkpoint_every,
+        validate=validate, best_variables=lambda s: {"params": s["params"]}, writer=writer,
+    )  # fmt: skip

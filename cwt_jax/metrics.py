@@ -54,7 +54,10 @@ def summarize_episodes(
     """
     per_class = {
         int(class_id): float(
-            iou(intersections[class_ids == class_id, 1].sum(), unions[class_ids == class_id, 1].sum())
+            iou(
+                intersections[class_ids == class_id, 1].sum(),
+                unions[class_ids == class_id, 1].sum(),
+            )
         )
         for class_id in np.unique(class_ids)
     }

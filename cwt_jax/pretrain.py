@@ -6,11 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
-import tqdm
 
 from cwt_jax import (
-    checkpoints,
     classifier,
     data,
     initialization,
@@ -19,13 +16,12 @@ from cwt_jax import (
     losses,
     metrics,
     optimizers,
+    training,
 )
 from cwt_jax.metric_writer import MetricWriter
 
-STATE = "state"
 
-
-def make_train_step(model, optimizer, label_smoothing: float):
+def make_train_step(model, optimizer, schedule: optax.Schedule, label_smoothing: float):
     """A jitted SGD step on a batch of base-class images.
 
     The PSPNet runs in training mode (batch statistics, dropout); its logits are resized
@@ -58,8 +54,12 @@ def make_train_step(model, optimizer, label_smoothing: float):
             "batch_stats": batch_stats,
             "opt_state": opt_state,
         }
-        norms = {"grad_norm": optax.global_norm(grads), "param_norm": optax.global_norm(state["params"])}
-        return new_state, {"loss": loss, **norms}
+        return new_state, {
+            "loss": loss,
+            "lr": schedule(state["step"]),
+            "grad_norm": optax.global_norm(grads),
+            "param_norm": optax.global_norm(state["params"]),
+        }
 
     return train_step
 
@@ -69,7 +69,9 @@ def make_eval_step(model, num_classes: int):
 
     @jax.jit
     def eval_step(params, batch_stats, batch):
-        features = model.apply({"params": params["pspnet"], "batch_stats": batch_stats}, batch["image"])
+        features = model.apply(
+            {"params": params["pspnet"], "batch_stats": batch_stats}, batch["image"]
+        )
         logits = classifier.predict(params["classifier"], features)
         logits = interpolate.resize_bilinear(logits, batch["mask"].shape[-2:])
         return metrics.intersection_union(jnp.argmax(logits, -1), batch["mask"], num_classes)
@@ -103,25 +105,23 @@ def initial_state(config, model, optimizer, num_classes: int) -> dict:
     }
 
 
-def validate(eval_step, state, dataset, batch_size: int, workers: int, num_classes: int) -> dict:
-    """Base-class mIoU (background excluded) and pixel counts summed over the val set."""
-    intersection = np.zeros(num_classes, np.int64)
-    union = np.zeros(num_classes, np.int64)
+def validate(eval_step, state, dataset, batch_size: int, workers: int) -> dict:
+    """Base-class mIoU (background excluded) of pixel counts summed over the val set."""
+    intersection = union = 0
     for batch in input_pipeline.loader(dataset, batch_size, workers):
         batch_intersection, batch_union = eval_step(
             state["params"], state["batch_stats"], {k: batch[k] for k in ("image", "mask")}
         )
-        intersection += np.asarray(batch_intersection)
-        union += np.asarray(batch_union)
+        intersection += np.asarray(batch_intersection, np.int64)
+        union += np.asarray(batch_union, np.int64)
     return {"miou": float(np.nanmean(metrics.iou(intersection, union)[1:]))}
 
 
 def pretrain(config, inputs: input_pipeline.Inputs, workdir: str, writer: MetricWriter) -> str:
-    """Runs or resumes stage 1 and returns the directory of its best checkpoint.
+    """Runs or resumes stage 1; returns the directory of its best checkpoint.
 
-    The latest state is saved every `pretrain.checkpoint_every` steps and at each epoch
-    end to `<workdir>/pretrain/latest`; the PSPNet variables of the best validation epoch
-    to `<workdir>/pretrain/best`, the `init.backbone` of stage 2.
+    The best checkpoint holds the PSPNet variables of the epoch with the best base-class
+    validation mIoU: the backbone of stage 2 (see `training.train`).
     """
     section = config.pretrain
     model = initialization.pspnet(config.model)
@@ -133,7 +133,9 @@ def pretrain(config, inputs: input_pipeline.Inputs, workdir: str, writer: Metric
     )  # fmt: skip
     steps_per_epoch = len(train_data) // section.epochs // section.batch_size
     total_steps = len(train_data) // section.batch_size
-    schedule = optax.cosine_decay_schedule(section.lr, total_steps, alpha=section.final_lr / section.lr)
+    schedule = optax.cosine_decay_schedule(
+        section.lr, total_steps, alpha=section.final_lr / section.lr
+    )
     optimizer = optimizers.sgd_with_decay(section, schedule, "pretrain")
     val_data = data.base_class_dataset(
         inputs.val, base, image_size=section.image_size, seed=config.seed, augmentation=None
@@ -141,49 +143,21 @@ def pretrain(config, inputs: input_pipeline.Inputs, workdir: str, writer: Metric
     if section.val_images:
         val_data = val_data[: section.val_images]
 
-    latest = checkpoints.manager(f"{workdir}/pretrain/latest")
-    best = checkpoints.manager(f"{workdir}/pretrain/best", best_metric="miou")
     state = initial_state(config, model, optimizer, num_classes)
-    if latest.latest_step() is not None:
-        restored = latest.restore(
-            latest.latest_step(),
-            args=ocp.args.Composite(**{STATE: ocp.args.StandardRestore(state)}),
-        )
-        state = restored[STATE]
-    train_step = make_train_step(model, optimizer, section.label_smoothing)
+    train_step = make_train_step(model, optimizer, schedule, section.label_smoothing)
     eval_step = make_eval_step(model, num_classes)
-    start = int(state["step"])
-    key = jax.random.key(config.seed)
-    batches = input_pipeline.loader(
-        train_data, section.batch_size, config.data.num_workers, start * section.batch_size
-    )
-    progress = tqdm.tqdm(batches, desc="pretrain", initial=start, total=total_steps)
-    for batch in progress:
-        step = int(state["step"])
-        state, step_metrics = train_step(
-            state, {k: batch[k] for k in ("image", "mask")}, jax.random.fold_in(key, step)
-        )
-        step_metrics = jax.device_get(step_metrics)
-        if not np.isfinite(step_metrics["loss"]):
-            raise FloatingPointError(f"Stage-1 loss is {step_metrics['loss']} at step {step}.")
-        progress.set_postfix(loss=f"{step_metrics['loss']:.3f}")
-        writer.write("pretrain", step + 1, {**step_metrics, "lr": schedule(step)})
-        epoch_end = (step + 1) % steps_per_epoch == 0
-        if epoch_end:
-            scores = validate(
-                eval_step, state, val_data, section.batch_size, config.data.num_workers, num_classes
-            )
-            writer.write("pretrain", step + 1, {"val_miou": scores["miou"]})
-            if scores["miou"] > float(state["best_miou"]):
-                state = {**state, "best_miou": jnp.asarray(scores["miou"])}
-                variables = {"params": state["params"]["pspnet"], "batch_stats": state["batch_stats"]}
-                best.save(
-                    step + 1,
-                    args=ocp.args.Composite(**{checkpoints.VARIABLES: ocp.args.StandardSave(variables)}),
-                    metrics=scores,
-                )
-        if epoch_end or (step + 1) % section.checkpoint_every == 0:
-            latest.save(step + 1, args=ocp.args.Composite(**{STATE: ocp.args.StandardSave(state)}))
-    latest.wait_until_finished()
-    best.wait_until_finished()
-    return best.directory.as_posix()
+    workers = config.data.num_workers
+
+    def batches(start_step):
+        start = start_step * section.batch_size
+        for batch in input_pipeline.loader(train_data, section.batch_size, workers, start):
+            yield {name: batch[name] for name in ("image", "mask")}
+
+    return training.train(
+        "pretrain", state, train_step, batches,
+        workdir=workdir, seed=config.seed, total_steps=total_steps,
+        steps_per_epoch=steps_per_epoch, checkpoint_every=section.checkpoint_every,
+        validate=lambda s: validate(eval_step, s, val_data, section.batch_size, workers),
+        best_variables=lambda s: {"params": s["params"]["pspnet"], "batch_stats": s["batch_stats"]},
+        writer=writer,
+    )  # fmt: skip

@@ -1,0 +1,243 @@
+"""TFDS builders (array_record) for PASCAL-5i, COCO-20i and the synthetic benchmark.
+
+Records are ``{"id": str, "image": encoded JPEG/PNG bytes, "mask": PNG bytes}``: storing
+the files' own bytes keeps TensorFlow out of both writing and reading (TFDS image features
+need it). Records keep the order of the image list (``disable_shuffling``), and the
+dataset's metadata.json holds, per split, the image ids and each image's class pixel
+counts, so episodes can be indexed without reading the images. Every image and mask is
+decoded and checked once, when the dataset is prepared.
+"""
+
+import concurrent.futures
+import hashlib
+import json
+import os
+
+import cv2
+import numpy as np
+import tensorflow_datasets as tfds
+
+from cwt_jax.data import codec, layouts, synthetic
+from cwt_jax.data.classes import CLASS_NAMES
+from cwt_jax.data.errors import DataError
+
+SPLITS = ("train", "val")
+
+
+class _SegmentationBuilder(tfds.core.GeneratorBasedBuilder):
+    """Shared features and metadata of the segmentation builders."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    DATASET = ""  # key of classes.CLASS_NAMES
+    # Nothing is downloaded, so no checksums file; tfds' lookup of one next to the code
+    # needs the importlib_resources backport, which we do not depend on.
+    code_path = None
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=f"{self.DATASET} images and class-id masks as encoded bytes.",
+            features=tfds.features.FeaturesDict(
+                {
+                    "id": tfds.features.Text(),
+                    "image": tfds.features.Tensor(shape=(), dtype=np.object_),
+                    "mask": tfds.features.Tensor(shape=(), dtype=np.object_),
+                }
+            ),
+            disable_shuffling=True,
+            metadata=tfds.core.MetadataDict(),
+        )
+
+    def _split_generators(self, dl_manager):
+        del dl_manager  # Data are local: the user's folders, or generated.
+        scanned = {split: self._scan(split) for split in SPLITS}
+        self.info.metadata.update(
+            dataset=self.DATASET,
+            num_classes=len(CLASS_NAMES[self.DATASET]),
+            splits={
+                split: {
+                    "ids": [entry[0] for entry in entries],
+                    "class_pixels": [sorted(entry[1].items()) for entry in entries],
+                }
+                for split, entries in scanned.items()
+            },
+        )
+        return {split: self._generate_examples(entries) for split, entries in scanned.items()}
+
+    def _scan(self, split: str) -> list[tuple]:
+        """Returns (id, class pixel counts, payload) per image of the split, in list order."""
+        raise NotImplementedError
+
+
+class _FileBuilder(_SegmentationBuilder):
+    """A builder over a user's image and mask files."""
+
+    def __init__(self, *, items: dict[str, list[layouts.Item]], **kwargs):
+        self._items = items
+        super().__init__(**kwargs)
+
+    def _scan(self, split):
+        num_classes = len(CLASS_NAMES[self.DATASET])
+        # cv2 releases the GIL while decoding, so threads scale.
+        with concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+            counts = pool.map(lambda item: _check_item(item, num_classes), self._items[split])
+            return [(item.id, c, item) for item, c in zip(self._items[split], counts, strict=True)]
+
+    def _generate_examples(self, entries):
+        for index, (image_id, _, item) in enumerate(entries):
+            yield (
+                index,
+                {"id": image_id, "image": _read(item.image_path), "mask": _read(item.mask_path)},
+            )
+
+
+class Pascal5i(_FileBuilder):
+    """PASCAL VOC 2012 with the SBD-augmented masks (SegmentationClassAug)."""
+
+    DATASET = "pascal"
+
+
+class Coco20i(_FileBuilder):
+    """COCO 2014 with per-image class-id masks (ids 1..80)."""
+
+    DATASET = "coco"
+
+
+class Synthetic(_SegmentationBuilder):
+    """The embedded synthetic benchmark (see synthetic.py)."""
+
+    DATASET = "synthetic"
+
+    def __init__(self, *, seed: int, num_images: dict[str, int], image_size: int, **kwargs):
+        self._seed, self._num_images, self._image_size = seed, num_images, image_size
+        super().__init__(**kwargs)
+
+    def _scan(self, split):
+        entries = []
+        for index in range(self._num_images[split]):
+            image, mask = synthetic.generate_example(self._seed, split, index, self._image_size)
+            payload = (_encode_png(cv2.cvtColor(image, cv2.COLOR_RGB2BGR)), _encode_png(mask))
+            entries.append((f"{split}_{index:06d}", codec.class_pixel_counts(mask), payload))
+        return entries
+
+    def _generate_examples(self, entries):
+        for index, (image_id, _, (image, mask)) in enumerate(entries):
+            yield index, {"id": image_id, "image": image, "mask": mask}
+
+
+def prepare_pascal(
+    root: str, data_dir: str, train_list: str | None = None, val_list: str | None = None
+) -> str:
+    """Builds (once) the ``pascal5i`` TFDS dataset from a VOC2012 folder.
+
+    Args:
+      root: Folder with JPEGImages/ and SegmentationClassAug/ (see layouts.py).
+      data_dir: TFDS data dir to write to; a second call with the same inputs reuses it.
+      train_list: PFENet-format list file of the train images, or None for every
+        SegmentationClassAug mask not in VOC's val.txt.
+      val_list: List file of the val images, or None for ImageSets/Segmentation/val.txt.
+
+    Returns:
+      The dataset directory, to pass to ``open_split``.
+
+    Raises:
+      DataError: for a missing or malformed input (named in the message).
+
+    """
+    lists = {"train": train_list, "val": val_list}
+    items = {split: layouts.pascal_items(root, split, lists[split]) for split in SPLITS}
+    return _prepare(Pascal5i, items, data_dir)
+
+
+def prepare_coco(
+    root: str, data_dir: str, train_list: str | None = None, val_list: str | None = None
+) -> str:
+    """Builds (once) the ``coco20i`` TFDS dataset from a COCO 2014 folder.
+
+    Args:
+      root: Folder with train2014/, val2014/ and the masks train/, val/ (see layouts.py).
+      data_dir: TFDS data dir to write to; a second call with the same inputs reuses it.
+      train_list: RePRI-format list file of the train images, or None for every mask in
+        train/.
+      val_list: List file of the val images, or None for every mask in val/.
+
+    Returns:
+      The dataset directory, to pass to ``open_split``.
+
+    Raises:
+      DataError: for a missing or malformed input (named in the message).
+
+    """
+    lists = {"train": train_list, "val": val_list}
+    items = {split: layouts.coco_items(root, split, lists[split]) for split in SPLITS}
+    return _prepare(Coco20i, items, data_dir)
+
+
+def prepare_synthetic(
+    data_dir: str, seed: int = 0, num_train: int = 1500, num_val: int = 500, image_size: int = 128
+) -> str:
+    """Generates (once) the ``synthetic`` TFDS dataset.
+
+    Args:
+      data_dir: TFDS data dir to write to; a second call with the same arguments reuses it.
+      seed: Generation seed; the dataset is a pure function of the arguments.
+      num_train: Number of train images.
+      num_val: Number of val images.
+      image_size: Side length of the square images.
+
+    Returns:
+      The dataset directory, to pass to ``open_split``.
+
+    """
+    if min(num_train, num_val, image_size) <= 0:
+        raise DataError(
+            f"Synthetic sizes must be positive, got num_train={num_train}, num_val={num_val}, "
+            f"image_size={image_size}."
+        )
+    builder = Synthetic(
+        seed=seed,
+        num_images={"train": num_train, "val": num_val},
+        image_size=image_size,
+        config=tfds.core.BuilderConfig(name=f"s{seed}_n{num_train}_{num_val}_{image_size}px"),
+        data_dir=data_dir,
+        file_format="array_record",
+    )
+    builder.download_and_prepare()
+    return os.fspath(builder.data_path)
+
+
+def _prepare(builder_class, items, data_dir):
+    # The config name fingerprints the image lists, so changed lists build a new dataset.
+    fingerprint = json.dumps({s: [vars(i) for i in items[s]] for s in SPLITS}, sort_keys=True)
+    name = "lists_" + hashlib.sha256(fingerprint.encode()).hexdigest()[:12]
+    builder = builder_class(
+        items=items,
+        config=tfds.core.BuilderConfig(name=name, description=items["train"][0].image_path),
+        data_dir=data_dir,
+        file_format="array_record",
+    )
+    builder.download_and_prepare()
+    return os.fspath(builder.data_path)
+
+
+def _check_item(item, num_classes):
+    mask = codec.decode_mask(_read(item.mask_path), item.mask_path)
+    codec.check_mask_values(mask, num_classes, item.mask_path)
+    image = codec.decode_image(_read(item.image_path), item.image_path)
+    if image.shape[:2] != mask.shape:
+        raise DataError(
+            f"Image {item.image_path} is {image.shape[1]}x{image.shape[0]} but its mask "
+            f"{item.mask_path} is {mask.shape[1]}x{mask.shape[0]}; they must match."
+        )
+    return codec.class_pixel_counts(mask)
+
+
+def _read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _encode_png(array):
+    ok, data = cv2.imencode(".png", array)
+    assert ok
+    return data.tobytes()

@@ -1,0 +1,206 @@
+"""The embedded synthetic few-shot segmentation benchmark.
+
+20 object classes in 4 folds of 5, mirroring PASCAL-5i. Each class has its own shape
+(``classes.SYNTHETIC_CLASSES``) and its own appearance: a hue, a texture type (stripes,
+checks, dots, rings or blobs), a texture period and orientation. Images are drawn on a
+textured background with clutter (lines, small blobs, some saturated), hold 1-3 objects of
+different classes that may occlude each other, and carry a 255 band on object borders as in
+VOC. An image is a pure function of (seed, split, index).
+"""
+
+import cv2
+import numpy as np
+
+from cwt_jax.data.classes import SYNTHETIC_CLASSES
+from cwt_jax.data.codec import IGNORE_LABEL
+
+NUM_CLASSES = len(SYNTHETIC_CLASSES)
+_SPLIT_CODES = {"train": 0, "val": 1}
+_OBJECT_COUNT_PROBS = (0.4, 0.4, 0.2)  # 1, 2 or 3 objects
+_SIZE_RANGE = (0.5, 0.75)  # object box side / image side; large enough for the 2*32*32 rule
+_MIN_VISIBLE = 0.5  # occlusion may hide at most half of an object
+
+
+def generate_example(seed: int, split: str, index: int, image_size: int):
+    """Draws one synthetic image and its mask.
+
+    Args:
+      seed: Dataset seed.
+      split: ``"train"`` or ``"val"`` (independent streams).
+      index: Image index within the split.
+      image_size: Side length of the square image.
+
+    Returns:
+      (image uint8 (S, S, 3) RGB, mask uint8 (S, S) with class ids 1..20, 0 background and
+      255 on object borders).
+
+    """
+    rng = np.random.default_rng([seed, _SPLIT_CODES[split], index])
+    image = _background(rng, image_size)
+    label = np.zeros((image_size, image_size), np.uint8)
+    num_objects = rng.choice(len(_OBJECT_COUNT_PROBS), p=_OBJECT_COUNT_PROBS) + 1
+    # The first object cycles through the classes, which balances them across images.
+    others = rng.permutation(np.delete(np.arange(NUM_CLASSES), index % NUM_CLASSES))
+    for class_index in [index % NUM_CLASSES, *others[: num_objects - 1]]:
+        shape = _place_object(rng, class_index, label)
+        if shape is None:
+            break
+        texture = _appearance(rng, class_index, image_size, _centroid(shape))
+        image[shape] = texture[shape]
+        label[shape] = class_index + 1
+    image = np.clip(image + rng.normal(0, 4, image.shape), 0, 255).astype(np.uint8)
+    kernel = np.ones((3, 3), np.uint8)
+    border = cv2.dilate(label, kernel) != cv2.erode(label, kernel)
+    label[border] = IGNORE_LABEL
+    return image, label
+
+
+def _place_object(rng, class_index, label):
+    size = label.shape[0]
+    for _ in range(20):
+        side = rng.uniform(*_SIZE_RANGE) * size * _SIZE_BOOST[class_index]
+        centre = rng.uniform(side * 0.4, size - side * 0.4, size=2)
+        angle = rng.uniform(-20, 20)
+        shape = _shape_mask(class_index, size, centre, side, angle)
+        if _visible_enough(label, shape):
+            return shape
+    return None
+
+
+def _visible_enough(label, shape):
+    for c in np.unique(label[shape]):
+        if (
+            c
+            and (label == c).sum() - (shape & (label == c)).sum()
+            < _MIN_VISIBLE * (label == c).sum()
+        ):
+            return False
+    return shape.sum() > 0
+
+
+def _centroid(shape):
+    ys, xs = np.nonzero(shape)
+    return np.array([xs.mean(), ys.mean()])
+
+
+def _regular(n, radius=1.0, phase=-np.pi / 2):
+    t = phase + 2 * np.pi * np.arange(n) / n
+    return np.stack([np.cos(t), np.sin(t)], 1) * radius
+
+
+def _star(points, inner):
+    outer = _regular(points)
+    inner_points = _regular(points, inner, -np.pi / 2 + np.pi / points)
+    return np.stack([outer, inner_points], 1).reshape(-1, 2)
+
+
+def _heart():
+    t = np.linspace(0, 2 * np.pi, 64, endpoint=False)
+    x = 16 * np.sin(t) ** 3
+    y = -(13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t))
+    return np.stack([x, y + 2.5], 1) / 16
+
+
+def _rect(x0, y0, x1, y1):
+    return np.array([(x0, y0), (x1, y0), (x1, y1), (x0, y1)], float)
+
+
+# Each shape is a list of (polygon in [-1, 1]^2, fill value): value 0 polygons cut holes.
+_SHAPES = (
+    [(_regular(64), 1)],  # circle
+    [(_rect(-0.85, -0.85, 0.85, 0.85), 1)],  # square
+    [(np.array([(0, -1), (1, 0.8), (-1, 0.8)]), 1)],  # triangle
+    [(np.array([(0, -1), (1, 0), (0, 1), (-1, 0)]), 1)],  # diamond
+    [(_regular(5), 1)],  # pentagon
+    [(_regular(6, phase=0), 1)],  # hexagon
+    [(_star(5, 0.55), 1)],  # star
+    [(_rect(-1, -0.3, 1, 0.3), 1), (_rect(-0.3, -1, 0.3, 1), 1)],  # cross
+    [(_regular(64), 1), (_regular(64, 0.5), 0)],  # ring
+    [(_regular(64), 1), (_regular(64, 0.75) + (0.55, 0), 0)],  # crescent
+    [(_regular(64) * (1, 0.65), 1)],  # ellipse
+    [(np.array([(-1, -0.4), (0, -0.4), (0, -1), (1, 0), (0, 1), (0, 0.4), (-1, 0.4)]), 1)],
+    [(_rect(-1, -1, -0.2, 1), 1), (_rect(-1, 0.2, 1, 1), 1)],  # ell
+    [(_rect(-1, -1, 1, -0.2), 1), (_rect(-0.4, -0.2, 0.4, 1), 1)],  # tee
+    [(_regular(32, phase=np.pi)[:17] * (1, 1.6) + (0, 0.8), 1)],  # semicircle
+    [(np.array([(-0.5, -0.8), (0.5, -0.8), (1, 0.8), (-1, 0.8)]), 1)],  # trapezoid
+    [(np.array([(-1, -1), (0, 0), (-1, 1)]), 1), (np.array([(1, -1), (0, 0), (1, 1)]), 1)],
+    [(_regular(8, phase=np.pi / 8), 1)],  # octagon
+    [(_heart(), 1)],  # heart
+    [(_rect(-0.95, -0.95, 0.95, 0.95), 1), (_rect(-0.5, -0.5, 0.5, 0.5), 0)],  # frame
+)
+assert len(_SHAPES) == NUM_CLASSES
+
+
+def _shape_mask(class_index, size, centre, side, angle):
+    rotation = cv2.getRotationMatrix2D((0, 0), angle, side / 2)[:, :2]
+    canvas = np.zeros((size, size), np.uint8)
+    for polygon, value in _SHAPES[class_index]:
+        points = polygon @ rotation.T + centre
+        cv2.fillPoly(canvas, [np.round(points * 16).astype(np.int32)], value, shift=4)
+    return canvas.astype(bool)
+
+
+def _size_boost(class_index):
+    # Thin shapes (star, crescent, ...) are drawn larger so that all classes pass the
+    # 2*32*32-pixel eligibility rule about equally often.
+    fill = _shape_mask(class_index, 100, np.array([50.0, 50.0]), 100, 0).mean()
+    return float(np.clip(np.sqrt(0.6 / fill), 1, 1.25))
+
+
+_SIZE_BOOST = tuple(_size_boost(c) for c in range(NUM_CLASSES))
+
+
+def _hsv_to_rgb(hue, saturation, value):
+    hsv = np.array([[[hue % 1 * 180, saturation * 255, value * 255]]], np.float32)
+    return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32)
+
+
+def _smooth_noise(rng, size, cells):
+    grid = rng.random((cells, cells)).astype(np.float32)
+    return cv2.resize(grid, (size, size), interpolation=cv2.INTER_CUBIC)
+
+
+def _appearance(rng, class_index, size, centre):
+    hue = (class_index * 0.382 + 0.05) % 1 + rng.uniform(-0.02, 0.02)
+    primary = _hsv_to_rgb(hue, rng.uniform(0.65, 1), rng.uniform(0.75, 1))
+    secondary = _hsv_to_rgb(hue + 0.08, rng.uniform(0.4, 0.6), rng.uniform(0.3, 0.5))
+    period = (6 + 3 * (class_index // 5)) * rng.uniform(0.85, 1.15)
+    theta = np.deg2rad((class_index * 47) % 180 + rng.uniform(-10, 10))
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    u = xx * np.cos(theta) + yy * np.sin(theta) + rng.uniform(0, period)
+    v = -xx * np.sin(theta) + yy * np.cos(theta)
+    kind = class_index % 5
+    if kind == 0:  # stripes
+        pattern = np.sin(2 * np.pi * u / period) > 0
+    elif kind == 1:  # checks
+        pattern = (np.floor(u / period) + np.floor(v / period)) % 2 > 0
+    elif kind == 2:  # dots
+        pattern = np.sin(2 * np.pi * u / period) * np.sin(2 * np.pi * v / period) > 0.5
+    elif kind == 3:  # concentric rings around the object centre
+        pattern = np.sin(2 * np.pi * np.hypot(xx - centre[0], yy - centre[1]) / period) > 0
+    else:  # blobs
+        pattern = _smooth_noise(rng, size, max(2, int(size / period / 1.5))) > 0.5
+    pattern = pattern.astype(np.float32)[..., None]
+    shading = 0.85 + 0.3 * _smooth_noise(rng, size, 2)[..., None]
+    return (primary * (1 - pattern) + secondary * pattern) * shading
+
+
+def _background(rng, size):
+    base = _hsv_to_rgb(rng.random(), rng.uniform(0, 0.25), rng.uniform(0.35, 0.8))
+    image = base * (0.7 + 0.6 * _smooth_noise(rng, size, 4)[..., None])
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    theta, period = rng.uniform(0, np.pi), rng.uniform(3, 20)
+    grating = np.sin(2 * np.pi * (xx * np.cos(theta) + yy * np.sin(theta)) / period)
+    image = image + rng.uniform(5, 20) * grating[..., None]
+    for _ in range(rng.integers(6, 16)):
+        saturated = rng.random() < 0.3
+        colour = _hsv_to_rgb(rng.random(), rng.uniform(0.6, 1) if saturated else 0.15, rng.random())
+        colour = tuple(float(c) for c in colour)
+        x, y = rng.integers(0, size, 2)
+        if rng.random() < 0.5:
+            end = (int(x + rng.integers(-40, 40)), int(y + rng.integers(-40, 40)))
+            cv2.line(image, (int(x), int(y)), end, colour, int(rng.integers(1, 3)))
+        else:
+            axes = (int(rng.integers(2, 7)), int(rng.integers(2, 7)))
+            cv2.ellipse(image, (int(x), int(y)), axes, rng.uniform(0, 180), 0, 360, colour, -1)
+    return image.astype(np.float32)
