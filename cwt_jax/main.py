@@ -37,6 +37,7 @@ def run(config, workdir: str) -> None:
     """Runs `config.mode` in `workdir`, checking the inputs before any work."""
     if config.mode not in MODES:
         raise optimizers.ConfigError(f"mode={config.mode!r} is not one of {', '.join(MODES)}.")
+    _check_batches(config)
     if config.distributed:
         jax.distributed.initialize()
     _check_writable(workdir)
@@ -82,6 +83,20 @@ def run(config, workdir: str) -> None:
         evaluate.evaluate(config, inputs, backbone, cwt_params, workdir, writer)
     finally:
         writer.close()
+
+
+def _check_batches(config) -> None:
+    """Episode counts must split into whole compiled steps, checked before any work."""
+    for count_key, batch_key in (
+        ("metatrain.episodes_per_epoch", "metatrain.episodes_per_step"),
+        ("metatrain.val_episodes", "eval.episodes_per_step"),
+        ("eval.num_episodes", "eval.episodes_per_step"),
+    ):
+        count, batch = (config[k][v] for k, v in (count_key.split("."), batch_key.split(".")))
+        if batch < 1 or count % batch:
+            raise optimizers.ConfigError(
+                f"{count_key}={count} is not a multiple of {batch_key}={batch}; change either."
+            )
 
 
 def _stage_result(workdir: str, stage: str, key: str) -> str:

@@ -12,6 +12,7 @@ from cwt_jax import (
     initialization,
     input_pipeline,
     optimizers,
+    sharding,
     training,
 )
 from cwt_jax.metric_writer import MetricWriter
@@ -124,9 +125,12 @@ def metatrain(
         )  # fmt: skip
         return {"miou": scores["cwt"]["miou"], "support_only_miou": scores["support_only"]["miou"]}
 
+    mesh = sharding.data_mesh(episodes_per_step, "metatrain.episodes_per_step")
+    replicated_backbone = sharding.replicate(backbone, mesh)
     return training.train(
-        "metatrain", state, lambda s, batch, rng: train_step(s, backbone, batch, rng), batches,
-        workdir=workdir, seed=config.seed, total_steps=total_steps,
+        "metatrain", state,
+        lambda s, batch, rng: train_step(s, replicated_backbone, batch, rng), batches,
+        mesh=mesh, workdir=workdir, seed=config.seed, total_steps=total_steps,
         steps_per_epoch=steps_per_epoch, checkpoint_every=section.checkpoint_every,
         validate=validate, best_variables=lambda s: {"params": s["params"]}, writer=writer,
     )  # fmt: skip

@@ -16,6 +16,7 @@ from cwt_jax import (
     losses,
     metrics,
     optimizers,
+    sharding,
     training,
 )
 from cwt_jax.metric_writer import MetricWriter
@@ -155,6 +156,7 @@ def pretrain(config, inputs: input_pipeline.Inputs, workdir: str, writer: Metric
 
     return training.train(
         "pretrain", state, train_step, batches,
+        mesh=sharding.data_mesh(section.batch_size, "pretrain.batch_size"),
         workdir=workdir, seed=config.seed, total_steps=total_steps,
         steps_per_epoch=steps_per_epoch, checkpoint_every=section.checkpoint_every,
         validate=lambda s: validate(eval_step, s, val_data, section.batch_size, workers),

@@ -15,8 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import tqdm
+from jax.sharding import Mesh
 
-from cwt_jax import checkpoints
+from cwt_jax import checkpoints, sharding
 from cwt_jax.metric_writer import MetricWriter
 
 STATE = "state"
@@ -39,6 +40,7 @@ def train(
     train_step: Callable,
     batches: Callable[[int], Iterable],
     *,
+    mesh: Mesh,
     workdir: str,
     seed: int,
     total_steps: int,
@@ -54,7 +56,9 @@ def train(
       stage: "pretrain" or "metatrain": names the checkpoints, metrics and progress bar.
       state: initial train state, a dict with at least "step" and "best_miou".
       train_step: (state, batch, rng) -> (state, metrics with "loss").
-      batches: start step -> iterable of the batches from that step on.
+      batches: start step -> iterable of the batches from that step on (this process's
+        share, numpy).
+      mesh: devices the batches are sharded over; the state is replicated.
       workdir: the run's work dir.
       seed: root seed of the step keys.
       total_steps: steps of the whole stage.
@@ -69,13 +73,16 @@ def train(
     """
     latest = checkpoints.manager(f"{workdir}/{stage}/latest")
     best = checkpoints.manager(f"{workdir}/{stage}/best", best_metric="miou")
-    state = restore_latest(latest, state)
+    state = sharding.replicate(restore_latest(latest, state), mesh)
     key = jax.random.key(seed)
     start = int(state["step"])
+    if start >= total_steps:
+        return best.directory.as_posix()
     progress = tqdm.tqdm(batches(start), desc=stage, initial=start, total=total_steps)
     for step, batch in enumerate(progress, start=start):
+        batch = sharding.shard_batch(batch, mesh)
         state, step_metrics = train_step(state, batch, jax.random.fold_in(key, step))
-        step_metrics = jax.device_get(step_metrics)
+        step_metrics = sharding.gather(step_metrics)
         if not np.isfinite(step_metrics["loss"]):
             raise FloatingPointError(f"The {stage} loss is {step_metrics['loss']} at step {step}.")
         progress.set_postfix(loss=f"{step_metrics['loss']:.3f}")

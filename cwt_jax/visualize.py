@@ -5,17 +5,24 @@ import numpy as np
 
 from cwt_jax import data
 
-_FOREGROUND = np.array([255, 64, 32], np.float32)  # RGB
-_IGNORE = np.array([255, 255, 255], np.float32)
+_OUTLINE = (255, 255, 0)  # RGB
+_IGNORE = np.array([128, 128, 128], np.float32)
 
 
 def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Blends a normalised (H, W, 3) image with a {0, 1, 255} mask into uint8 RGB."""
+    """Shows a {0, 1, 255} mask on a normalised (H, W, 3) image as uint8 RGB.
+
+    Foreground keeps its colours inside a yellow outline, background is dimmed and
+    ignored pixels are grey, so the mask reads on objects of any colour.
+    """
     rgb = np.clip(image * data.IMAGENET_STD + data.IMAGENET_MEAN, 0, 255)
-    blended = rgb.copy()
-    blended[mask == 1] = 0.5 * rgb[mask == 1] + 0.5 * _FOREGROUND
-    blended[mask == 255] = 0.7 * rgb[mask == 255] + 0.3 * _IGNORE
-    return blended.astype(np.uint8)
+    rgb[mask == 0] *= 0.35
+    rgb[mask == 255] = 0.5 * rgb[mask == 255] + 0.5 * _IGNORE
+    shown = np.ascontiguousarray(rgb.astype(np.uint8))
+    outline, _ = cv2.findContours(
+        (mask == 1).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE
+    )
+    return cv2.drawContours(shown, outline, -1, _OUTLINE, 1)
 
 
 def write_panel(

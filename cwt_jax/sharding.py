@@ -1,0 +1,60 @@
+"""Data parallelism: a 1-D device mesh over episodes (or images), parameters replicated.
+
+Batches are global `jax.Array`s sharded on their leading axis over the `data` axis;
+`jax.jit` partitions the computation from those shardings (no pmap). On several hosts
+each process loads its share of a batch (grain shards by process) and
+`jax.make_array_from_process_local_data` assembles the global array.
+"""
+
+import logging
+import math
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+DATA_AXIS = "data"
+
+
+def data_mesh(batch_size: int, key: str) -> Mesh:
+    """A mesh over the most devices that split `batch_size` evenly.
+
+    Args:
+      batch_size: global batch size of the steps run on the mesh.
+      key: config key of the batch size, for messages.
+
+    Returns:
+      A 1-D mesh with axis `data`.
+    """
+    devices = jax.devices()
+    count = math.gcd(batch_size, len(devices))
+    if count < len(devices):
+        if jax.process_count() > 1:
+            raise ValueError(
+                f"{key}={batch_size} must be a multiple of the {len(devices)} devices of a "
+                "multi-host run."
+            )
+        logging.warning(
+            "%s=%d uses %d of the %d devices; make it a multiple of %d to use all.",
+            key, batch_size, count, len(devices), len(devices),
+        )  # fmt: skip
+    return Mesh(np.asarray(devices[:count]), (DATA_AXIS,))
+
+
+def replicate(tree, mesh: Mesh):
+    """Places a pytree on every device of the mesh."""
+    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+
+
+def shard_batch(batch, mesh: Mesh):
+    """Turns this process's share of a batch (numpy leaves) into global sharded arrays."""
+    sharding = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
+
+
+def gather(tree):
+    """Fetches (possibly sharded, multi-host) arrays to NumPy on every process."""
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    return multihost_utils.process_allgather(tree, tiled=True)
