@@ -36,6 +36,7 @@ def base() -> ml_collections.ConfigDict:
     config.model.width = 64
     config.model.bottleneck_dim = 512
     config.model.dropout = 0.1
+    config.model.dtype = "float32"  # backbone computation: float32 or bfloat16
 
     config.init = ml_collections.ConfigDict()
     config.init.resnet = ""  # ImageNet deep-base ResNet .pth for stage 1; empty: random

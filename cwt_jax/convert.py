@@ -55,7 +55,6 @@ def load_pspnet(path: str, layers: int | Sequence[int]) -> dict:
 
     Returns:
       `{"params": ..., "batch_stats": ...}` for `cwt_jax.models.PSPNet`.
-
     """
     state = read_state_dict(path)
     width = _shape_of(state, "layer0.0.weight", path)[0]
@@ -74,7 +73,6 @@ def load_resnet(path: str, layers: int | Sequence[int]) -> dict:
 
     Returns:
       `{"params": ..., "batch_stats": ...}` for the PSPNet's `backbone` submodule.
-
     """
     state = read_state_dict(path)
     width = _shape_of(state, "conv1.weight", path)[0]
@@ -95,7 +93,6 @@ def load_cwt(path: str) -> dict:
 
     Returns:
       Parameters for `cwt_jax.cwt.apply`.
-
     """
     state = read_state_dict(path)
     d_model = _shape_of(state, "layer_norm.weight", path)[0]
@@ -117,7 +114,6 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
 
     Returns:
       Parameter name -> float32 array (integer buffers keep their dtype).
-
     """
     try:
         import torch

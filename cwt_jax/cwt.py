@@ -30,7 +30,6 @@ def init(rng: jax.Array, d_model: int, heads: int) -> dict:
 
     Returns:
       The parameter pytree.
-
     """
     qkv_rng, fc_rng, bias_rng = jax.random.split(rng, 3)
     width = heads * d_model
@@ -69,7 +68,6 @@ def apply(
 
     Returns:
       (n, C) adapted weights.
-
     """
     d_model = weights.shape[-1]
     qkv_kernel = params["w_qkvs"]["kernel"]  # (C, heads * C)
@@ -96,7 +94,6 @@ def normalize_features(features: jnp.ndarray) -> jnp.ndarray:
 
     Returns:
       Features of unit norm (zero vectors stay zero).
-
     """
     norm = jnp.linalg.norm(features, axis=-1, keepdims=True)
     return features / jnp.maximum(norm, 1e-12)

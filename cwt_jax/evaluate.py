@@ -49,13 +49,15 @@ def make_episode_scores(model, inner_config):
             support_features.astype(jnp.float32), support_masks, init,
             optimizer=optimizer, steps=inner_config.steps,
         )  # fmt: skip
-        support_logits, cwt_logits = jax.vmap(fewshot.query_logits, in_axes=(None, 0, 0))(
+        adapted, normalized = jax.vmap(fewshot.query_weights, in_axes=(None, 0, 0))(
             cwt_params, weights, query_features.astype(jnp.float32)
         )
         size = query_masks.shape[-2:]
         counts, predictions = {}, {}
-        for method, logits in zip(METHODS, (cwt_logits, support_logits), strict=True):
-            predictions[method] = jax.vmap(lambda lg: fewshot.segment(lg, size))(logits)
+        for method, classifier_weights in zip(METHODS, (adapted, weights), strict=True):
+            predictions[method] = jax.vmap(lambda w, f: fewshot.segment(w, f, size))(
+                classifier_weights, normalized
+            )
             counts[method] = jax.vmap(lambda p, m: metrics.intersection_union(p, m, 2))(
                 predictions[method], query_masks
             )

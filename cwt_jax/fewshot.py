@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from cwt_jax import classifier, cwt, interpolate, losses
+from cwt_jax import classifier, cwt, losses
 from cwt_jax.models import PSPNet
 
 
@@ -66,10 +66,10 @@ def fit_episodes(
     )
 
 
-def query_logits(
+def query_weights(
     cwt_params, weights: jnp.ndarray, query_features: jnp.ndarray, **dropout
 ) -> tuple[jnp.ndarray, jnp.ndarray]:
-    """Logits of the support-only and the CWT-adapted classifier for one query image.
+    """The CWT-adapted classifier of one query image, and its normalised features.
 
     Args:
       cwt_params: transformer parameters.
@@ -78,19 +78,21 @@ def query_logits(
       **dropout: `dropout_rng` and rates for `cwt.apply` in training; none in eval.
 
     Returns:
-      Support-only and CWT logits, each (h, w, 2).
+      (2, C) adapted weights and (h, w, C) normalised features; the support-only and
+      the CWT prediction apply `weights` and the adapted weights to the latter.
     """
     normalized = cwt.normalize_features(query_features)
-    adapted = cwt.apply(cwt_params, weights, normalized, **dropout)
-    return classifier.predict(weights, normalized), classifier.predict(adapted, normalized)
+    return cwt.apply(cwt_params, weights, normalized, **dropout), normalized
 
 
-def query_loss(logits: jnp.ndarray, query_mask: jnp.ndarray) -> jnp.ndarray:
+def query_loss(weights: jnp.ndarray, features: jnp.ndarray, query_mask: jnp.ndarray) -> jnp.ndarray:
     """CWT's outer loss: cross-entropy at mask size, weighted [1, n_bg / n_fg] of the query."""
-    logits = interpolate.resize_bilinear(logits, query_mask.shape)
-    return losses.cross_entropy(logits, query_mask, losses.support_class_weights(query_mask))
+    difference = classifier.logit_difference(weights, features, query_mask.shape)
+    return losses.binary_cross_entropy(
+        difference, query_mask, losses.support_class_weights(query_mask)
+    )
 
 
-def segment(logits: jnp.ndarray, size: tuple[int, int]) -> jnp.ndarray:
-    """Class map at `size` of (h, w, 2) logits: bilinear resize (align_corners) then argmax."""
-    return jnp.argmax(interpolate.resize_bilinear(logits, size), axis=-1)
+def segment(weights: jnp.ndarray, features: jnp.ndarray, size: tuple[int, int]) -> jnp.ndarray:
+    """Foreground (1) / background (0) map at `size`, as argmax of the resized logits."""
+    return (classifier.logit_difference(weights, features, size) > 0).astype(jnp.int32)

@@ -17,6 +17,7 @@ def pspnet(model_config) -> PSPNet:
         width=model_config.width,
         bottleneck_dim=model_config.bottleneck_dim,
         dropout=model_config.dropout,
+        dtype=jnp.dtype(model_config.dtype),
     )
 
 

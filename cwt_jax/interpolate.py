@@ -21,7 +21,6 @@ def bilinear_matrix(in_size: int, out_size: int) -> np.ndarray:
 
     Returns:
       (out_size, in_size) float32 matrix whose rows hold the two interpolation weights.
-
     """
     scale = np.float32((in_size - 1) / (out_size - 1)) if out_size > 1 else np.float32(0)
     source = scale * np.arange(out_size, dtype=np.float32)  # (out,)
@@ -46,7 +45,6 @@ def adaptive_pool_matrix(in_size: int, out_size: int) -> np.ndarray:
 
     Returns:
       (out_size, in_size) float32 matrix; row i averages bin i.
-
     """
     matrix = np.zeros((out_size, in_size), np.float32)
     for index in range(out_size):
@@ -65,7 +63,6 @@ def resize_bilinear(images: jnp.ndarray, size: tuple[int, int]) -> jnp.ndarray:
 
     Returns:
       (..., height, width, C) array.
-
     """
     height, width = images.shape[-3:-1]
     rows = jnp.asarray(bilinear_matrix(height, size[0]), images.dtype)
@@ -82,7 +79,6 @@ def adaptive_avg_pool(images: jnp.ndarray, bins: int) -> jnp.ndarray:
 
     Returns:
       (..., bins, bins, C) array.
-
     """
     height, width = images.shape[-3:-1]
     rows = jnp.asarray(adaptive_pool_matrix(height, bins), images.dtype)

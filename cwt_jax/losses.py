@@ -18,12 +18,38 @@ def support_class_weights(masks: jnp.ndarray) -> jnp.ndarray:
 
     Returns:
       (2,) float32 class weights.
-
     """
     background = jnp.sum(masks == 0).astype(jnp.float32)
     foreground = jnp.sum(masks == 1).astype(jnp.float32)
     ratio = jnp.where(foreground > 0, background / jnp.maximum(foreground, 1.0), 1.0)
     return jnp.stack([jnp.ones_like(ratio), ratio])
+
+
+def binary_cross_entropy(
+    logit_difference: jnp.ndarray, labels: jnp.ndarray, class_weights: jnp.ndarray
+) -> jnp.ndarray:
+    """`cross_entropy` of two-class logits, from their difference d = l_1 - l_0.
+
+    -log p_1 = softplus(-d) and -log p_0 = softplus(d), so this equals
+    `cross_entropy(stack([l_0, l_1], -1), labels, class_weights)` up to round-off; on one
+    (..., H, W) map instead of (..., H, W, 2) logits it is several times faster, which
+    matters in the 200-step inner loop.
+
+    Args:
+      logit_difference: (...) foreground minus background logit.
+      labels: (...) labels in {0, 1, 255}.
+      class_weights: (2,) background/foreground weights.
+
+    Returns:
+      Scalar weighted mean loss over the pixels not labelled 255; 0 when there is none.
+    """
+    valid = labels != IGNORE_LABEL
+    foreground = labels == 1
+    nll = jax.nn.softplus(jnp.where(foreground, -logit_difference, logit_difference))
+    weights = jnp.where(valid, jnp.where(foreground, class_weights[1], class_weights[0]), 0.0)
+    normaliser = jnp.sum(weights)
+    safe = jnp.where(normaliser > 0, normaliser, 1.0)
+    return jnp.where(normaliser > 0, jnp.sum(weights * nll) / safe, 0.0)
 
 
 def cross_entropy(
@@ -46,7 +72,6 @@ def cross_entropy(
 
     Returns:
       Scalar loss.
-
     """
     num_classes = logits.shape[-1]
     if class_weights is None:

@@ -35,8 +35,10 @@ def make_train_step(model, config):
 
     def loss_fn(cwt_params, weights, query_features, query_masks, dropout_rngs):
         def episode_loss(w, features, mask, rng):
-            _, logits = fewshot.query_logits(cwt_params, w, features, dropout_rng=rng, **dropout)
-            return fewshot.query_loss(logits, mask)
+            adapted, normalized = fewshot.query_weights(
+                cwt_params, w, features, dropout_rng=rng, **dropout
+            )
+            return fewshot.query_loss(adapted, normalized, mask)
 
         return jnp.mean(jax.vmap(episode_loss)(weights, query_features, query_masks, dropout_rngs))
 

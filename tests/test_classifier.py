@@ -123,3 +123,15 @@ def test_predict_is_a_per_pixel_linear_map():
     logits = classifier.predict(weights, features)
     assert logits.shape == (4, 5, 2)
     np.testing.assert_allclose(logits[1, 2], weights @ features[1, 2], rtol=1e-6)
+
+
+def test_binary_cross_entropy_equals_two_class_cross_entropy():
+    rng = np.random.RandomState(4)
+    logits = rng.randn(2, 9, 7, 2).astype(np.float32) * 3
+    labels = rng.randint(0, 2, (2, 9, 7))
+    labels[1, :3] = 255
+    weights = jnp.asarray([1.0, 3.5])
+    expected = losses.cross_entropy(jnp.asarray(logits), labels, weights)
+    actual = losses.binary_cross_entropy(logits[..., 1] - logits[..., 0], labels, weights)
+    np.testing.assert_allclose(actual, expected, rtol=1e-6)
+    assert losses.binary_cross_entropy(logits[..., 0], np.full((2, 9, 7), 255), weights) == 0.0

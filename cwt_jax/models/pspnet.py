@@ -5,6 +5,7 @@ weight matrix applied with `cwt_jax.classifier.predict`, like the few-shot class
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -22,6 +23,7 @@ class PyramidPooling(nn.Module):
     """
 
     bins: Sequence[int]
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
@@ -30,8 +32,8 @@ class PyramidPooling(nn.Module):
         pyramid = [x]
         for index, bins in enumerate(self.bins):
             pooled = interpolate.adaptive_avg_pool(x, bins)
-            pooled = resnet.conv(reduction, 1, name=f"conv{index}")(pooled)
-            pooled = nn.relu(resnet.batch_norm(train, f"bn{index}")(pooled))
+            pooled = resnet.conv(reduction, 1, dtype=self.dtype, name=f"conv{index}")(pooled)
+            pooled = nn.relu(resnet.batch_norm(train, f"bn{index}", self.dtype)(pooled))
             pyramid.append(interpolate.resize_bilinear(pooled, x.shape[-3:-1]))
         return jnp.concatenate(pyramid, axis=-1)
 
@@ -45,7 +47,8 @@ class PSPNet(nn.Module):
       bottleneck_dim: channels of the features (512 in the published models).
       bins: pyramid pooling grid sizes.
       dropout: channel dropout rate after the bottleneck, applied only in training.
-
+      dtype: computation dtype (None: float32, or bfloat16); parameters stay float32 and
+        the features are returned in float32.
     """
 
     layers: int | Sequence[int]
@@ -53,6 +56,7 @@ class PSPNet(nn.Module):
     bottleneck_dim: int = 512
     bins: Sequence[int] = (1, 2, 3, 6)
     dropout: float = 0.1
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, images: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -61,11 +65,14 @@ class PSPNet(nn.Module):
         In training mode batch norm uses batch statistics (pass `mutable=["batch_stats"]`)
         and dropout needs a `dropout` rng.
         """
-        x = resnet.DilatedResNet(self.layers, self.width, name="backbone")(images, train)
-        x = PyramidPooling(self.bins, name="ppm")(x, train)
-        x = resnet.conv(self.bottleneck_dim, 3, name="bottleneck_conv")(x)
-        x = nn.relu(resnet.batch_norm(train, "bottleneck_bn")(x))
-        return nn.Dropout(self.dropout, broadcast_dims=(-3, -2), deterministic=not train)(x)
+        x = resnet.DilatedResNet(self.layers, self.width, dtype=self.dtype, name="backbone")(
+            images, train
+        )
+        x = PyramidPooling(self.bins, dtype=self.dtype, name="ppm")(x, train)
+        x = resnet.conv(self.bottleneck_dim, 3, dtype=self.dtype, name="bottleneck_conv")(x)
+        x = nn.relu(resnet.batch_norm(train, "bottleneck_bn", self.dtype)(x))
+        x = nn.Dropout(self.dropout, broadcast_dims=(-3, -2), deterministic=not train)(x)
+        return x.astype(jnp.float32)
 
 
 def extract_features(
@@ -87,7 +94,6 @@ def extract_features(
 
     Returns:
       (N, h, w, bottleneck_dim) features with h = (H - 1) // 8 + 1, likewise w.
-
     """
     model = PSPNet(layers=layers, width=width, bottleneck_dim=bottleneck_dim)
     return _apply_eval(model, variables, images)

@@ -8,6 +8,7 @@ Submodule names mirror the PyTorch modules so that conversion is by name.
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -27,7 +28,6 @@ def stage_sizes(layers: int | Sequence[int]) -> tuple[int, ...]:
 
     Returns:
       Four block counts.
-
     """
     if isinstance(layers, int):
         if layers not in STAGE_SIZES:
@@ -41,8 +41,10 @@ def stage_sizes(layers: int | Sequence[int]) -> tuple[int, ...]:
     return sizes
 
 
-def conv(features: int, kernel: int, *, stride: int = 1, dilation: int = 1, name: str) -> nn.Conv:
-    """A bias-free convolution with PyTorch's symmetric zero padding."""
+def conv(
+    features: int, kernel: int, *, stride: int = 1, dilation: int = 1, dtype=None, name: str
+) -> nn.Conv:
+    """A bias-free convolution with PyTorch's symmetric zero padding; float32 parameters."""
     padding = dilation * (kernel - 1) // 2
     return nn.Conv(
         features,
@@ -52,13 +54,16 @@ def conv(features: int, kernel: int, *, stride: int = 1, dilation: int = 1, name
         kernel_dilation=dilation,
         use_bias=False,
         kernel_init=_conv_init,
+        dtype=dtype,
         name=name,
     )
 
 
-def batch_norm(train: bool, name: str) -> nn.BatchNorm:
+def batch_norm(train: bool, name: str, dtype=None) -> nn.BatchNorm:
     """Batch norm with PyTorch's epsilon and momentum; running statistics unless training."""
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name)
+    return nn.BatchNorm(
+        use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype, name=name
+    )
 
 
 class Bottleneck(nn.Module):
@@ -68,17 +73,23 @@ class Bottleneck(nn.Module):
     stride: int
     dilation: int
     downsample: bool
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
         """Applies the block to (N, H, W, C) inputs."""
-        out = nn.relu(batch_norm(train, "bn1")(conv(self.planes, 1, name="conv1")(x)))
-        out = conv(self.planes, 3, stride=self.stride, dilation=self.dilation, name="conv2")(out)
-        out = nn.relu(batch_norm(train, "bn2")(out))
-        out = batch_norm(train, "bn3")(conv(4 * self.planes, 1, name="conv3")(out))
+        dtype = self.dtype
+        out = conv(self.planes, 1, dtype=dtype, name="conv1")(x)
+        out = nn.relu(batch_norm(train, "bn1", dtype)(out))
+        out = conv(
+            self.planes, 3, stride=self.stride, dilation=self.dilation, dtype=dtype, name="conv2"
+        )(out)
+        out = nn.relu(batch_norm(train, "bn2", dtype)(out))
+        out = conv(4 * self.planes, 1, dtype=dtype, name="conv3")(out)
+        out = batch_norm(train, "bn3", dtype)(out)
         if self.downsample:
-            x = conv(4 * self.planes, 1, stride=self.stride, name="downsample_conv")(x)
-            x = batch_norm(train, "downsample_bn")(x)
+            x = conv(4 * self.planes, 1, stride=self.stride, dtype=dtype, name="downsample_conv")(x)
+            x = batch_norm(train, "downsample_bn", dtype)(x)
         return nn.relu(out + x)
 
 
@@ -86,6 +97,7 @@ class Stem(nn.Module):
     """Deep-base stem: three 3x3 convolutions with batch norm and ReLU, then max-pool."""
 
     width: int
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
@@ -93,8 +105,8 @@ class Stem(nn.Module):
         for index, (features, stride) in enumerate(
             [(self.width, 2), (self.width, 1), (2 * self.width, 1)], start=1
         ):
-            x = conv(features, 3, stride=stride, name=f"conv{index}")(x)
-            x = nn.relu(batch_norm(train, f"bn{index}")(x))
+            x = conv(features, 3, stride=stride, dtype=self.dtype, name=f"conv{index}")(x)
+            x = nn.relu(batch_norm(train, f"bn{index}", self.dtype)(x))
         return nn.max_pool(x, (3, 3), strides=(2, 2), padding=[(1, 1), (1, 1)])
 
 
@@ -105,6 +117,7 @@ class Stage(nn.Module):
     planes: int
     stride: int
     dilation: int
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
@@ -116,6 +129,7 @@ class Stage(nn.Module):
                 stride=self.stride if first else 1,
                 dilation=self.dilation,
                 downsample=first and (self.stride != 1 or x.shape[-1] != 4 * self.planes),
+                dtype=self.dtype,
                 name=f"block{index}",
             )(x, train)
         return x
@@ -127,16 +141,17 @@ class DilatedResNet(nn.Module):
     Attributes:
       layers: 50, 101 or four block counts.
       width: stem and first-stage width (64 in the published models).
-
+      dtype: computation dtype (None: float32); parameters stay float32.
     """
 
     layers: int | Sequence[int]
     width: int
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, images: jnp.ndarray, train: bool) -> jnp.ndarray:
         """Maps normalised (N, H, W, 3) images to layer4 features."""
-        x = Stem(self.width, name="layer0")(images, train)
+        x = Stem(self.width, dtype=self.dtype, name="layer0")(images, train)
         strides, dilations = (1, 2, 1, 1), (1, 1, 2, 4)
         for index, blocks in enumerate(stage_sizes(self.layers)):
             x = Stage(
@@ -144,6 +159,7 @@ class DilatedResNet(nn.Module):
                 planes=self.width * 2**index,
                 stride=strides[index],
                 dilation=dilations[index],
+                dtype=self.dtype,
                 name=f"layer{index + 1}",
             )(x, train)
         return x

@@ -1,0 +1,186 @@
+"""Throughput of every stage on whatever devices JAX sees, on random inputs of the config's shapes.
+
+  python -m cwt_jax.benchmark --config=configs/pascal_fold0_1shot.py [--config.key=value ...]
+
+Prints one JSON object: episodes/s of evaluation with and without the feature cache and
+of meta-training, images/s of pre-training and of the frozen backbone, compile times, peak
+memory, FLOPs per episode from XLA's cost analysis (the inner loop's body counted
+`inner.steps` times: XLA counts a loop body once) and the FLOP/s achieved.
+"""
+
+import json
+import resource
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import app, flags
+from ml_collections import config_flags
+
+from cwt_jax import (
+    classifier,
+    cwt,
+    evaluate,
+    initialization,
+    metatrain,
+    optimizers,
+    pretrain,
+    sharding,
+)
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed calls per measurement, after one warm-up.")
+
+
+def timed(step, *args, repeats: int) -> tuple[float, float]:
+    """Compile time (first call) and mean seconds per later call of a jitted step."""
+    start = time.perf_counter()
+    jax.block_until_ready(step(*args))
+    compile_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(repeats):
+        jax.block_until_ready(step(*args))
+    return compile_seconds, (time.perf_counter() - start) / repeats
+
+
+def flops(step, *args) -> float:
+    """FLOPs of one call according to XLA's cost analysis."""
+    analysis = step.lower(*args).compile().cost_analysis()
+    analysis = analysis[0] if isinstance(analysis, list) else analysis
+    return float(analysis.get("flops", 0.0))
+
+
+def episode_batch(rng: np.random.Generator, batch: int, shot: int, size: int) -> dict:
+    """Random normalised images and masks with a foreground square, ignore padding."""
+    masks = np.zeros((batch, shot + 1, size, size), np.int32)
+    masks[:, :, size // 4 : size // 2, size // 3 : 2 * size // 3] = 1
+    masks[:, :, -size // 16 :] = 255
+    images = rng.standard_normal((batch, shot + 1, size, size, 3), np.float32)
+    return {
+        "support_images": images[:, 1:],
+        "support_masks": masks[:, 1:],
+        "query_image": images[:, 0],
+        "query_mask": masks[:, 0],
+    }
+
+
+def peak_memory_bytes() -> int:
+    """Peak device memory where the backend reports it, else the process's peak RSS."""
+    stats = jax.devices()[0].memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+        return int(stats["peak_bytes_in_use"])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def benchmark(config, repeats: int) -> dict:
+    """Measures every stage; see the module docstring."""
+    rng = np.random.default_rng(config.seed)
+    model = initialization.pspnet(config.model)
+    backbone = initialization.init_pspnet(model, jax.random.key(0))
+    cwt_params = cwt.init(jax.random.key(1), model.bottleneck_dim, config.cwt.heads)
+    size, shot = config.data.image_size, config.data.shot
+    key = jax.random.key(2)
+    results = {
+        "device": jax.devices()[0].device_kind,
+        "devices": jax.device_count(),
+        "layers": config.model.layers,
+        "image_size": size,
+        "shot": shot,
+        "inner_steps": config.inner.steps,
+        "dtype": config.model.dtype,
+    }
+
+    batch_size = config.eval.episodes_per_step
+    mesh = sharding.data_mesh(batch_size, "eval.episodes_per_step")
+    batch = sharding.shard_batch(episode_batch(rng, batch_size, shot, size), mesh)
+    index = sharding.shard_batch(np.arange(batch_size), mesh)
+    variables, params = sharding.replicate((backbone, cwt_params), mesh)
+    eval_step = evaluate.make_eval_step(model, config.inner)
+    compile_s, step_s = timed(eval_step, variables, params, batch, index, key, repeats=repeats)
+    results["eval_episodes_per_step"] = batch_size
+    results["eval_compile_s"] = compile_s
+    results["eval_episodes_per_s"] = batch_size / step_s
+
+    extract = jax.jit(lambda v, images: model.apply(v, images))
+    images = batch["query_image"]
+    compile_s, backbone_s = timed(extract, variables, images, repeats=repeats)
+    results["backbone_images_per_s"] = batch_size / backbone_s
+    cache = jnp.concatenate(
+        [extract(variables, batch["support_images"][:, k]) for k in range(shot)]
+    )
+    cache = jnp.concatenate([cache, extract(variables, images)])
+    cached = {
+        "support_index": np.arange(batch_size * shot).reshape(shot, batch_size).T,
+        "query_index": batch_size * shot + np.arange(batch_size),
+        "support_masks": batch["support_masks"],
+        "query_mask": batch["query_mask"],
+    }
+    cached = sharding.shard_batch(jax.device_get(cached), mesh)
+    cached_step = evaluate.make_cached_eval_step(model, config.inner)
+    args = (sharding.replicate(cache, mesh), params, cached, index, key)
+    compile_s, cached_s = timed(cached_step, *args, repeats=repeats)
+    results["eval_cached_compile_s"] = compile_s
+    results["eval_cached_episodes_per_s"] = batch_size / cached_s
+
+    inner_optimizer = optimizers.inner_optimizer(config.inner)
+
+    @jax.jit
+    def inner_update(weights, features, masks):
+        grads = jax.grad(classifier.support_loss)(weights, features, masks, jnp.ones(2))
+        return inner_optimizer.update(grads, inner_optimizer.init(weights), weights)
+
+    update_flops = flops(
+        inner_update, jnp.zeros((2, model.bottleneck_dim)), cache[np.arange(shot) * batch_size],
+        jax.device_get(batch["support_masks"])[0],
+    )  # fmt: skip
+    step_flops = flops(eval_step, variables, params, batch, index, key)
+    episode_flops = step_flops / batch_size + (config.inner.steps - 1) * update_flops
+    results["eval_flops_per_episode"] = episode_flops
+    results["eval_flop_per_s"] = episode_flops * results["eval_episodes_per_s"]
+
+    meta_batch = config.metatrain.episodes_per_step
+    mesh = sharding.data_mesh(meta_batch, "metatrain.episodes_per_step")
+    train_step = metatrain.make_train_step(model, config)
+    optimizer = metatrain.outer_optimizer_from(config.metatrain)
+    state = {"step": jnp.zeros((), jnp.int32), "params": cwt_params,
+             "opt_state": optimizer.init(cwt_params), "best_miou": jnp.zeros(())}  # fmt: skip
+    meta_inputs = sharding.shard_batch(episode_batch(rng, meta_batch, shot, size), mesh)
+    args = (*sharding.replicate((state, backbone), mesh), meta_inputs, key)
+    compile_s, meta_s = timed(train_step, *args, repeats=repeats)
+    results["metatrain_compile_s"] = compile_s
+    results["metatrain_episodes_per_s"] = meta_batch / meta_s
+
+    section = config.pretrain
+    mesh = sharding.data_mesh(section.batch_size, "pretrain.batch_size")
+    schedule = optax.constant_schedule(section.lr)
+    optimizer = optimizers.sgd_with_decay(section, schedule, "pretrain")
+    state = pretrain.initial_state(config, model, optimizer, num_classes=16)
+    pretrain_step = pretrain.make_train_step(model, optimizer, schedule, section.label_smoothing)
+    size = section.image_size
+    pretrain_batch = {
+        "image": rng.standard_normal((section.batch_size, size, size, 3), np.float32),
+        "mask": rng.integers(0, 16, (section.batch_size, size, size)).astype(np.int32),
+    }
+    args = (sharding.replicate(state, mesh), sharding.shard_batch(pretrain_batch, mesh), key)
+    compile_s, pretrain_s = timed(pretrain_step, *args, repeats=repeats)
+    results["pretrain_compile_s"] = compile_s
+    results["pretrain_images_per_s"] = section.batch_size / pretrain_s
+    results["peak_memory_bytes"] = peak_memory_bytes()
+    return results
+
+
+def main(argv) -> None:
+    """Prints the benchmark of the config as JSON."""
+    del argv
+    try:
+        print(json.dumps(benchmark(_CONFIG.value, _REPEATS.value), indent=1))
+    except optimizers.ConfigError as error:
+        sys.exit(f"error: {error}")
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["config"])
+    app.run(main)
