@@ -146,7 +146,7 @@ def benchmark(config, repeats: int) -> dict:
     train_step = metatrain.make_train_step(model, config)
     optimizer = metatrain.outer_optimizer_from(config.metatrain)
     state = {"step": jnp.zeros((), jnp.int32), "params": cwt_params,
-             "opt_state": optimizer.init(cwt_params), "best_miou": jnp.zeros(())}  # fmt: skip
+             "opt_state": optimizer.init(cwt_params), "best_miou": jnp.zeros((), jnp.float32)}  # fmt: skip
     meta_inputs = sharding.shard_batch(episode_batch(rng, meta_batch, shot, size), mesh)
     args = (*sharding.replicate((state, backbone), mesh), meta_inputs, key)
     compile_s, meta_s = timed(train_step, *args, repeats=repeats)
@@ -157,7 +157,7 @@ def benchmark(config, repeats: int) -> dict:
     mesh = sharding.data_mesh(section.batch_size, "pretrain.batch_size")
     schedule = optax.constant_schedule(section.lr)
     optimizer = optimizers.sgd_with_decay(section, schedule, "pretrain")
-    state = pretrain.initial_state(config, model, optimizer, num_classes=16)
+    state = pretrain.initial_state(config, model, optimizer, num_classes=16, resnet=None)
     pretrain_step = pretrain.make_train_step(model, optimizer, schedule, section.label_smoothing)
     size = section.image_size
     pretrain_batch = {

@@ -225,12 +225,18 @@ def run_episodes(
 
 
 def evaluate(
-    config, inputs: input_pipeline.Inputs, backbone, cwt_params, workdir: str, writer: MetricWriter
+    config,
+    inputs: input_pipeline.Inputs,
+    backbone,
+    cwt_params,
+    workdir: str,
+    writer: MetricWriter,
+    episode_list: list[dict] | None,
 ) -> dict:
     """Runs `eval.num_runs` runs on the test classes and writes `<workdir>/results.json`.
 
-    Run r samples its episodes with seed `seed + r`; with `eval.episodes` set, the listed
-    episodes are evaluated, in order, in one run.
+    Run r samples its episodes with seed `seed + r`; given `episode_list` (read from
+    `eval.episodes`), the listed episodes are evaluated, in order, in one run.
 
     Returns:
       The results: mean and standard deviation over runs of mIoU and FB-IoU for the CWT
@@ -238,8 +244,8 @@ def evaluate(
     """
     section = config.eval
     model = initialization.pspnet(config.model)
-    if section.episodes:
-        specs = [data.read_episode_list(section.episodes)]
+    if episode_list is not None:
+        specs = [episode_list]
     else:
         specs = [
             data.sample_episodes(

@@ -5,15 +5,26 @@ import os
 import jax
 import jax.numpy as jnp
 
-from cwt_jax import checkpoints, convert, cwt
-from cwt_jax.models import PSPNet
+from cwt_jax import checkpoints, convert, cwt, optimizers
+from cwt_jax.models import PSPNet, resnet
 
 
 def pspnet(model_config) -> PSPNet:
-    """The PSPNet feature extractor described by the `model` config section."""
+    """The PSPNet feature extractor described by the `model` config section.
+
+    `model.layers` is a depth (50, 101) or four block counts; a one-element sequence, which
+    is what `--config.model.layers=101` gives where the config holds block counts, is read
+    as a depth.
+    """
     layers = model_config.layers
+    if not isinstance(layers, int):
+        layers = tuple(layers) if len(layers) != 1 else layers[0]
+    try:
+        resnet.stage_sizes(layers)
+    except ValueError as error:
+        raise optimizers.ConfigError(str(error)) from None
     return PSPNet(
-        layers=layers if isinstance(layers, int) else tuple(layers),
+        layers=layers,
         width=model_config.width,
         bottleneck_dim=model_config.bottleneck_dim,
         dropout=model_config.dropout,

@@ -43,7 +43,11 @@ def run(config, workdir: str) -> None:
     _check_writable(workdir)
     optimizers.inner_optimizer(config.inner)
     model = initialization.pspnet(config.model)
-    backbone = cwt_params = None
+    backbone = cwt_params = resnet = episode_list = None
+    if config.init.resnet and config.mode in ("pretrain", "all"):
+        resnet = initialization.load_resnet(config.init.resnet, model, "init.resnet")
+    if config.eval.episodes and config.mode in ("eval", "all"):
+        episode_list = data.read_episode_list(config.eval.episodes)
     if config.init.backbone:
         backbone = initialization.load_backbone(config.init.backbone, model, "init.backbone")
     if config.init.cwt:
@@ -62,7 +66,7 @@ def run(config, workdir: str) -> None:
     writer = MetricWriter(workdir)
     try:
         if config.mode in ("pretrain", "all") and backbone is None:
-            pretrain(config, inputs, workdir, writer)
+            pretrain(config, inputs, workdir, writer, resnet)
         if config.mode == "pretrain":
             return
         if backbone is None:
@@ -80,7 +84,7 @@ def run(config, workdir: str) -> None:
                 config.cwt.heads,
                 "init.cwt",
             )
-        evaluate.evaluate(config, inputs, backbone, cwt_params, workdir, writer)
+        evaluate.evaluate(config, inputs, backbone, cwt_params, workdir, writer, episode_list)
     finally:
         writer.close()
 
@@ -121,8 +125,31 @@ def _check_writable(workdir: str) -> None:
         ) from None
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+    """Parses the command line; a missing config file or key ends the run with one line.
+
+    config_flags reports both as Python exceptions (during parsing, or when the config is
+    first read), which absl would print as tracebacks.
+    """
+    config_files = [arg.split("=", 1)[1] for arg in argv if arg.startswith("--config=")]
+    if config_files and not os.path.isfile(config_files[-1]):
+        sys.exit(f"error: --config={config_files[-1]} does not exist; see configs/.")
+    try:
+        remaining = flags.FLAGS(argv)
+        _CONFIG.value  # noqa: B018 (loads the config file now)
+    except flags.Error as error:
+        sys.exit(f"error: {error}")
+    except (AttributeError, KeyError) as error:
+        key = str(error).strip("\"'")
+        named = [arg.split("=")[0] for arg in argv if arg.startswith("--config.") and key in arg]
+        sys.exit(f"error: {' '.join(named) or key} names no config key; see configs/common.py.")
+    except (TypeError, ValueError, OSError) as error:
+        sys.exit(f"error: {error}")
+    return remaining
+
+
 def main(argv) -> None:
-    """Parses flags and runs the configured mode."""
+    """Runs the configured mode."""
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     logging.set_verbosity(logging.WARNING)  # orbax and tfds log every step at INFO
@@ -134,4 +161,4 @@ def main(argv) -> None:
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["config", "workdir"])
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -68,8 +68,8 @@ def make_train_step(model, config):
             "opt_state": opt_state,
         }
         norms = {
-            "grad_norm": optax.global_norm(grads),
-            "param_norm": optax.global_norm(state["params"]),
+            "grad_norm": optax.tree.norm(grads),
+            "param_norm": optax.tree.norm(state["params"]),
         }
         return new_state, {"loss": loss, **norms}
 
@@ -108,7 +108,7 @@ def metatrain(
         "step": jnp.zeros((), jnp.int32),
         "params": params,
         "opt_state": outer_optimizer_from(section).init(params),
-        "best_miou": jnp.full((), -1.0),
+        "best_miou": jnp.full((), -1.0, jnp.float32),
     }
     train_step = make_train_step(model, config)
     eval_step = evaluate.make_eval_step(model, config.inner)

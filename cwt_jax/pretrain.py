@@ -58,8 +58,8 @@ def make_train_step(model, optimizer, schedule: optax.Schedule, label_smoothing:
         return new_state, {
             "loss": loss,
             "lr": schedule(state["step"]),
-            "grad_norm": optax.global_norm(grads),
-            "param_norm": optax.global_norm(state["params"]),
+            "grad_norm": optax.tree.norm(grads),
+            "param_norm": optax.tree.norm(state["params"]),
         }
 
     return train_step
@@ -80,12 +80,11 @@ def make_eval_step(model, num_classes: int):
     return eval_step
 
 
-def initial_state(config, model, optimizer, num_classes: int) -> dict:
-    """Random PSPNet and base classifier; the ResNet from `init.resnet` when given."""
+def initial_state(config, model, optimizer, num_classes: int, resnet: dict | None) -> dict:
+    """Random PSPNet and base classifier; the ResNet from `resnet` (`init.resnet`) if given."""
     model_rng, classifier_rng = jax.random.split(jax.random.key(config.seed))
     variables = initialization.init_pspnet(model, model_rng)
-    if config.init.resnet:
-        resnet = initialization.load_resnet(config.init.resnet, model, "init.resnet")
+    if resnet is not None:
         variables["params"]["backbone"] = resnet["params"]
         variables["batch_stats"]["backbone"] = resnet["batch_stats"]
     else:
@@ -102,7 +101,7 @@ def initial_state(config, model, optimizer, num_classes: int) -> dict:
         "params": params,
         "batch_stats": variables["batch_stats"],
         "opt_state": optimizer.init(params),
-        "best_miou": jnp.full((), -1.0),
+        "best_miou": jnp.full((), -1.0, jnp.float32),
     }
 
 
@@ -118,8 +117,16 @@ def validate(eval_step, state, dataset, batch_size: int, workers: int) -> dict:
     return {"miou": float(np.nanmean(metrics.iou(intersection, union)[1:]))}
 
 
-def pretrain(config, inputs: input_pipeline.Inputs, workdir: str, writer: MetricWriter) -> str:
+def pretrain(
+    config,
+    inputs: input_pipeline.Inputs,
+    workdir: str,
+    writer: MetricWriter,
+    resnet: dict | None,
+) -> str:
     """Runs or resumes stage 1; returns the directory of its best checkpoint.
+
+    `resnet` holds the ImageNet ResNet variables of `init.resnet` (None: random backbone).
 
     The best checkpoint holds the PSPNet variables of the epoch with the best base-class
     validation mIoU: the backbone of stage 2 (see `training.train`).
@@ -144,7 +151,7 @@ def pretrain(config, inputs: input_pipeline.Inputs, workdir: str, writer: Metric
     if section.val_images:
         val_data = val_data[: section.val_images]
 
-    state = initial_state(config, model, optimizer, num_classes)
+    state = initial_state(config, model, optimizer, num_classes, resnet)
     train_step = make_train_step(model, optimizer, schedule, section.label_smoothing)
     eval_step = make_eval_step(model, num_classes)
     workers = config.data.num_workers

@@ -92,7 +92,9 @@ def train(
             scores = validate(state)
             writer.write(stage, step + 1, {f"val_{name}": value for name, value in scores.items()})
             if scores["miou"] > float(state["best_miou"]):
-                state = {**state, "best_miou": jnp.asarray(scores["miou"], jnp.float32)}
+                best_miou = jnp.asarray(scores["miou"], jnp.float32)
+                # Placed like the rest of the state, so the step is not compiled again.
+                state = {**state, "best_miou": sharding.replicate(best_miou, mesh)}
                 variables = ocp.args.StandardSave(best_variables(state))
                 best.save(
                     step + 1,

@@ -1,0 +1,683 @@
+"""The entry point end to end on a shrunken config: every mode, resumption after a kill,
+.pth inputs, episode lists, a non-default inner optimiser, user errors and the scripts.
+
+All runs share one synthetic dataset and one persistent XLA compilation cache (in-process
+and subprocesses alike), so each jitted function is compiled about once. XLA compiles on
+one core: the command-line runs go on in background threads meanwhile, on the other.
+"""
+
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from concurrent import futures
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+import torch
+import torch_reference as ref
+from jax.experimental.compilation_cache import compilation_cache
+
+from configs import common
+from cwt_jax import checkpoints, convert, input_pipeline, main, optimizers
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+CONFIG_FILE = "configs/synthetic_fold0_1shot.py"
+LAYERS, WIDTH, BOTTLENECK, HEADS = (1, 1, 1, 1), 8, 16, 2
+# Every size the tests rely on, so that tuning `common.synthetic()` cannot break them.
+# 128 px synthetic images give each class >= 2 eligible images in 80 train and 60 val
+# images (the 2*32*32 rule); the model sees them at 64 px.
+TINY = {
+    "seed": 0,
+    "data.synthetic_train": 80,
+    "data.synthetic_val": 60,
+    "data.synthetic_size": 128,
+    "data.image_size": 64,
+    "data.num_workers": 0,
+    "model.layers": LAYERS,
+    "model.width": WIDTH,
+    "model.bottleneck_dim": BOTTLENECK,
+    "model.dropout": 0.1,
+    "cwt.heads": HEADS,
+    "cwt.dropout": 0.5,
+    "cwt.attention_dropout": 0.1,
+    "pretrain.epochs": 1,
+    "pretrain.batch_size": 4,
+    "pretrain.image_size": 64,
+    "pretrain.val_images": 8,
+    "pretrain.checkpoint_every": 100,
+    "pretrain.lr": 0.02,
+    "pretrain.final_lr": 1e-4,
+    "pretrain.momentum": 0.9,
+    "pretrain.nesterov": True,
+    "pretrain.weight_decay": 1e-4,
+    "pretrain.label_smoothing": 0.1,
+    "pretrain.scale_range": (),
+    "pretrain.rotation_range": (),
+    "metatrain.epochs": 2,
+    "metatrain.episodes_per_epoch": 4,
+    "metatrain.episodes_per_step": 2,
+    "metatrain.val_episodes": 2,
+    "metatrain.checkpoint_every": 1,
+    "metatrain.lr": 0.1,
+    "metatrain.momentum": 0.9,
+    "metatrain.nesterov": True,
+    "metatrain.weight_decay": 1e-4,
+    "inner.optimizer": "sgd",
+    "inner.lr": 0.1,
+    "inner.steps": 5,
+    "inner.init": "torch",
+    "eval.num_runs": 1,
+    "eval.num_episodes": 4,
+    "eval.episodes_per_step": 2,
+    "eval.visualize": 0,
+    "eval.episodes": "",
+}
+METATRAIN_STEPS = 4  # epochs * episodes_per_epoch / episodes_per_step
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compile_cache(tmp_path_factory):
+    """A persistent XLA cache for this module and its subprocesses, reset afterwards."""
+    previous = jax.config.jax_compilation_cache_dir
+    directory = str(tmp_path_factory.mktemp("xla_cache"))
+    compilation_cache.set_cache_dir(directory)
+    compilation_cache.reset_cache()
+    yield directory
+    jax.config.update("jax_compilation_cache_dir", previous)
+    compilation_cache.reset_cache()
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """The TFDS cache holding the tiny synthetic dataset, generated once."""
+    directory = str(tmp_path_factory.mktemp("tfds"))
+    config = tiny_config({"data.cache_dir": directory})
+    input_pipeline.prepare(config.data, config.seed, directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def settings(data_dir):
+    """TINY with the shared dataset."""
+    return {**TINY, "data.cache_dir": data_dir}
+
+
+@pytest.fixture(scope="module")
+def subprocess_env(compile_cache):
+    return {**os.environ, "JAX_COMPILATION_CACHE_DIR": compile_cache}
+
+
+def tiny_config(overrides):
+    """`common.synthetic(0, 1)` with TINY and `overrides` ({"section.key": value}) set."""
+    config = common.synthetic(fold=0, shot=1)
+    for dotted, value in {**TINY, **overrides}.items():
+        *sections, key = dotted.split(".")
+        section = config
+        for name in sections:
+            section = section[name]
+        section[key] = value
+    return config
+
+
+def flags(overrides):
+    """Command-line flags setting `overrides`."""
+    return [f"--config.{key}={value}" for key, value in overrides.items()]
+
+
+def command(workdir, overrides, config_file=CONFIG_FILE):
+    return [
+        sys.executable,
+        "-m",
+        "cwt_jax.main",
+        f"--config={config_file}",
+        f"--workdir={workdir}",
+        *flags(overrides),
+    ]
+
+
+def run_cli(workdir, overrides, env, **kwargs):
+    return subprocess.run(
+        command(workdir, overrides), cwd=REPO, env=env, capture_output=True, text=True, **kwargs
+    )
+
+
+def read_results(workdir):
+    with open(os.path.join(workdir, "results.json")) as file:
+        return json.load(file)
+
+
+def read_metrics(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as file:
+        return [json.loads(line) for line in file]
+
+
+def steps_of(directory):
+    """Finished checkpoint steps in an orbax manager directory."""
+    if not os.path.isdir(directory):
+        return []
+    return sorted(int(name) for name in os.listdir(directory) if name.isdigit())
+
+
+def restore_state(workdir, stage):
+    """The train state in `<workdir>/<stage>/latest` and its step."""
+    directory = os.path.join(workdir, stage, "latest")
+    manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))
+    step = manager.latest_step()
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    return step, jax.device_get(restored["state"])
+
+
+def assert_trees_close(actual, expected):
+    assert jax.tree.structure(actual) == jax.tree.structure(expected)
+    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(e), rtol=1e-5, atol=1e-6)
+
+
+# Runs shared by several tests. The command-line runs are started in background threads
+# as early as their inputs exist (see `jobs`); tests wait for their results.
+
+
+@pytest.fixture(scope="module")
+def executor():
+    with futures.ThreadPoolExecutor(max_workers=3) as pool:
+        yield pool
+
+
+@pytest.fixture(scope="module")
+def torch_weights(tmp_path_factory):
+    """.pth files of the TINY architecture: PSPNet (released layout), CWT, and misfits."""
+    directory = tmp_path_factory.mktemp("torch")
+    torch.manual_seed(0)
+    pspnet = ref.PSPNet(LAYERS, WIDTH, BOTTLENECK)
+    with torch.no_grad():
+        ref.randomize_batch_norm(pspnet, torch.Generator().manual_seed(0))
+    paths = {
+        name: str(directory / f"{name}.pth") for name in ("backbone", "cwt", "deeper", "heads")
+    }
+    torch.save({"state_dict": pspnet.state_dict()}, paths["backbone"])
+    torch.save(ref.MultiHeadAttentionOne(HEADS, BOTTLENECK).state_dict(), paths["cwt"])
+    deeper = ref.PSPNet((1, 2, 1, 1), WIDTH, BOTTLENECK)
+    torch.save({"state_dict": deeper.state_dict()}, paths["deeper"])
+    torch.save(ref.MultiHeadAttentionOne(2 * HEADS, BOTTLENECK).state_dict(), paths["heads"])
+    return paths
+
+
+@pytest.fixture(scope="module", autouse=True)
+def jobs(executor, torch_weights, settings, subprocess_env, tmp_path_factory):
+    """Command-line runs that need no trained weights, started before the first test."""
+    converted = tmp_path_factory.mktemp("converted")
+    errors = tmp_path_factory.mktemp("errors")
+    return {
+        "convert": executor.submit(convert_torch_weights, torch_weights, converted, subprocess_env),
+        "errors": executor.submit(
+            run_error_cases, error_cases(errors, torch_weights, settings), subprocess_env
+        ),
+    }
+
+
+def convert_torch_weights(torch_weights, directory, env):
+    """The .pth files written as orbax checkpoints by `python -m cwt_jax.convert`."""
+    paths = {"backbone": str(directory / "pspnet"), "cwt": str(directory / "cwt")}
+    for name, kind in (("backbone", "pspnet"), ("cwt", "cwt")):
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "cwt_jax.convert",
+                f"--format={kind}",
+                f"--layers={','.join(map(str, LAYERS))}",
+                f"--input={torch_weights[name]}",
+                f"--output={paths[name]}",
+            ],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            check=True,
+            timeout=300,
+        )
+    return paths
+
+
+@pytest.fixture(scope="module")
+def converted(jobs):
+    return jobs["convert"].result()
+
+
+@pytest.fixture(scope="module")
+def pretrained(settings, tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("pretrain"))
+    main.run(tiny_config({**settings, "mode": "pretrain"}), workdir)
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def metatrain_settings(settings, pretrained):
+    return {
+        **settings,
+        "mode": "metatrain",
+        "init.backbone": os.path.join(pretrained, "pretrain", "best"),
+    }
+
+
+def kill_and_rerun(workdir, overrides, env):
+    """Returns (killed run's exit code, latest step at the kill, rerun, work dir)."""
+    latest = workdir / "metatrain" / "latest"
+    process = subprocess.Popen(
+        command(workdir, overrides),
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 600
+    while not steps_of(latest) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = steps_of(latest)
+    return process.returncode, killed_at, run_cli(workdir, overrides, env, timeout=600), workdir
+
+
+@pytest.fixture(scope="module")
+def metatrained(executor, metatrain_settings, subprocess_env, tmp_path_factory):
+    """The uninterrupted in-process run, and the command-line run killed and rerun.
+
+    The latter starts once the former has filled the compilation cache.
+
+    Returns:
+      (work dir, future of `kill_and_rerun`).
+    """
+    workdir = str(tmp_path_factory.mktemp("metatrain"))
+    main.run(tiny_config(metatrain_settings), workdir)
+    resumed = tmp_path_factory.mktemp("resumed")
+    return workdir, executor.submit(kill_and_rerun, resumed, metatrain_settings, subprocess_env)
+
+
+@pytest.fixture(scope="module")
+def converted_eval(executor, settings, converted, torch_weights, subprocess_env, tmp_path_factory):
+    """Evaluation (sgd inner loop) on the converted orbax checkpoints in-process, and on
+    the .pth files on the command line (started once the former has filled the cache).
+
+    Returns:
+      (work dir, future of the command line's `subprocess.CompletedProcess`).
+    """
+    workdir = str(tmp_path_factory.mktemp("eval_orbax"))
+    overrides = {**settings, "mode": "eval"}
+    main.run(
+        tiny_config(
+            {**overrides, "init.backbone": converted["backbone"], "init.cwt": converted["cwt"]}
+        ),
+        workdir,
+    )
+    pth_overrides = {
+        **overrides,
+        "init.backbone": torch_weights["backbone"],
+        "init.cwt": torch_weights["cwt"],
+    }
+    pth_workdir = tmp_path_factory.mktemp("eval_pth")
+    return workdir, executor.submit(
+        run_cli, pth_workdir, pth_overrides, subprocess_env, timeout=600
+    )
+
+
+# Modes and evaluation options.
+
+
+def test_pretrain_mode_writes_its_checkpoints_and_metrics_only(pretrained):
+    steps = steps_of(os.path.join(pretrained, "pretrain", "latest"))
+    assert len(steps) == 1
+    assert len(steps_of(os.path.join(pretrained, "pretrain", "best"))) == 1
+    lines = read_metrics(pretrained)
+    assert {line["stage"] for line in lines} == {"pretrain"}
+    assert [line["step"] for line in lines if "loss" in line] == list(range(1, steps[0] + 1))
+    assert [line["step"] for line in lines if "val_miou" in line] == steps
+    assert os.listdir(os.path.join(pretrained, "tb"))
+    assert not os.path.exists(os.path.join(pretrained, "metatrain"))
+    assert not os.path.exists(os.path.join(pretrained, "results.json"))
+
+
+def test_metatrain_mode_trains_the_cwt_on_the_given_backbone(metatrained):
+    metatrained, _ = metatrained
+    assert steps_of(os.path.join(metatrained, "metatrain", "latest")) == [METATRAIN_STEPS]
+    assert steps_of(os.path.join(metatrained, "metatrain", "best"))[0] in (2, 4)
+    lines = read_metrics(metatrained)
+    assert {line["stage"] for line in lines} == {"metatrain"}
+    losses = [line["loss"] for line in lines if "loss" in line]
+    assert len(losses) == METATRAIN_STEPS and np.all(np.isfinite(losses))
+    assert [line["step"] for line in lines if "val_miou" in line] == [2, 4]
+    assert not os.path.exists(os.path.join(metatrained, "pretrain"))  # init.backbone given
+    assert not os.path.exists(os.path.join(metatrained, "results.json"))
+
+
+def test_non_default_inner_optimizer_runs_end_to_end(settings, converted, converted_eval, tmp_path):
+    workdir = str(tmp_path / "adam")
+    overrides = {
+        **settings,
+        "mode": "eval",
+        "init.backbone": converted["backbone"],
+        "init.cwt": converted["cwt"],
+        "inner.optimizer": "adam",
+        "inner.optimizer_args": {"b1": 0.8},
+        "inner.lr": 0.01,
+        "eval.visualize": 3,
+    }
+    main.run(tiny_config(overrides), workdir)
+    results = read_results(workdir)
+    assert results["config"]["inner"]["optimizer"] == "adam"
+    assert results["config"]["inner"]["optimizer_args"] == {"b1": 0.8}
+    assert results["runs"] != read_results(converted_eval[0])["runs"]  # the optimiser is used
+
+    panels = sorted(os.listdir(os.path.join(workdir, "visualize")))
+    assert len(panels) == 3 and all(name.endswith(".png") for name in panels)
+    lines = read_metrics(workdir)
+    assert [(line["stage"], line["step"]) for line in lines] == [("eval", 0)]
+    assert {"cwt_miou", "cwt_fb_iou", "support_only_miou", "support_only_fb_iou"} <= set(lines[0])
+    events = list(pathlib.Path(workdir, "tb").glob("events.out.tfevents.*"))
+    assert len(events) == 1 and events[0].stat().st_size > 0
+
+
+def test_inner_optimizer_arguments_are_checked_before_any_work(settings, tmp_path):
+    workdir = tmp_path / "bad_args"
+    overrides = {
+        **settings,
+        "mode": "eval",
+        "inner.optimizer": "adam",
+        "inner.optimizer_args": {"momentum": 0.9},
+    }
+    with pytest.raises(optimizers.ConfigError, match=r"inner\.optimizer='adam' does not accept"):
+        main.run(tiny_config(overrides), str(workdir))
+    assert os.listdir(workdir) == []
+
+
+def test_exported_episodes_are_evaluated_exactly_in_order(settings, converted, tmp_path):
+    export_dir = tmp_path / "export"
+    main.run(tiny_config({**settings, "mode": "export_episodes"}), str(export_dir))
+    assert os.listdir(export_dir) == ["episodes.json"]
+    with open(export_dir / "episodes.json") as file:
+        episodes = json.load(file)
+    assert len(episodes) == TINY["eval.num_episodes"]
+    for episode in episodes:
+        assert set(episode) == {"class_id", "query_id", "support_ids"}
+        assert episode["class_id"] in range(1, 6)  # fold 0's novel classes
+        assert isinstance(episode["query_id"], str)
+        assert len(episode["support_ids"]) == 1 and isinstance(episode["support_ids"][0], str)
+
+    # Another order and a subset: what is listed runs, not what would be sampled.
+    chosen = [episodes[3], episodes[0]]
+    episode_file = tmp_path / "chosen.json"
+    episode_file.write_text(json.dumps(chosen))
+    workdir = tmp_path / "eval"
+    overrides = {
+        **settings,
+        "mode": "eval",
+        "init.backbone": converted["backbone"],
+        "init.cwt": converted["cwt"],
+        "eval.episodes": str(episode_file),
+        "eval.num_runs": 3,
+        "eval.visualize": 5,
+    }
+    main.run(tiny_config(overrides), str(workdir))
+    panels = sorted(os.listdir(workdir / "visualize"))
+    assert panels == [
+        f"episode{index:04d}_class{episode['class_id']}.png" for index, episode in enumerate(chosen)
+    ]
+    results = read_results(workdir)
+    assert len(results["runs"]) == 1
+    assert set(results["per_class_iou"]) == {str(episode["class_id"]) for episode in chosen}
+
+
+def test_all_skips_a_finished_stage_and_eval_reads_the_stage_results(
+    pretrained, settings, tmp_path
+):
+    """Rerunning mode=all after stage 1 finished goes on with stage 2 and evaluation."""
+    workdir = str(tmp_path / "run")
+    shutil.copytree(pretrained, workdir)
+    pretrain_lines = read_metrics(workdir)
+    main.run(tiny_config({**settings, "mode": "all"}), workdir)
+    lines = read_metrics(workdir)
+    assert lines[: len(pretrain_lines)] == pretrain_lines
+    assert {line["stage"] for line in lines[len(pretrain_lines) :]} == {"metatrain", "eval"}
+    assert steps_of(os.path.join(workdir, "metatrain", "latest")) == [METATRAIN_STEPS]
+    results = read_results(workdir)
+    assert {"miou", "fb_iou", "per_class_iou", "support_only", "runs", "config"} <= set(results)
+    assert {"miou", "fb_iou"} <= set(results["support_only"])
+    assert len(results["runs"]) == 1
+    assert set(results["per_class_iou"]) <= {"1", "2", "3", "4", "5"}  # fold 0's novel classes
+    assert results["config"]["mode"] == "all"
+    assert 0 <= results["miou"] <= 1
+
+    main.run(tiny_config({**settings, "mode": "eval"}), workdir)
+    again = read_results(workdir)
+    assert again["runs"] == results["runs"]
+    assert again["config"]["mode"] == "eval"
+    assert steps_of(os.path.join(workdir, "metatrain", "latest")) == [METATRAIN_STEPS]
+
+
+def test_cli_eval_on_pth_files_matches_eval_on_their_orbax_conversion(
+    converted_eval, torch_weights
+):
+    converted_workdir, pth_eval = converted_eval
+    process = pth_eval.result()
+    assert process.returncode == 0, process.stderr
+    results = read_results(next(a for a in process.args if a.startswith("--workdir="))[10:])
+    assert results["config"]["init"]["backbone"] == torch_weights["backbone"]
+    assert results["config"]["model"]["layers"] == list(LAYERS)
+    expected = read_results(converted_workdir)
+    assert results["runs"] == expected["runs"]
+    assert (results["miou"], results["fb_iou"]) == (expected["miou"], expected["fb_iou"])
+    assert results["support_only"]["miou"] == expected["support_only"]["miou"]
+    assert any(iou > 0 for iou in results["per_class_iou"].values())
+
+
+# Resumption.
+
+
+def test_rerun_after_kill_between_best_and_latest_saves_completes(
+    metatrain_settings, metatrained, tmp_path
+):
+    """A kill after `best/` got step N but before `latest/` did: the rerun redoes step N."""
+    metatrained, _ = metatrained
+    workdir = str(tmp_path / "run")
+    shutil.copytree(metatrained, workdir)
+    shutil.rmtree(os.path.join(workdir, "metatrain", "latest"))
+    main.run(tiny_config(metatrain_settings), workdir)
+    assert_trees_close(restore_state(workdir, "metatrain"), restore_state(metatrained, "metatrain"))
+
+
+def test_rerun_after_kill_reaches_the_uninterrupted_state(metatrained):
+    metatrained, resumed = metatrained
+    killed_code, killed_at, rerun, workdir = resumed.result()
+    assert killed_code == -signal.SIGKILL, "the run ended before it could be killed"
+    assert killed_at and killed_at[-1] < METATRAIN_STEPS
+    assert rerun.returncode == 0, rerun.stderr
+    step, state = restore_state(workdir, "metatrain")
+    expected_step, expected = restore_state(metatrained, "metatrain")
+    assert step == expected_step == METATRAIN_STEPS
+    assert_trees_close(state, expected)
+    assert_trees_close(
+        checkpoints.load_tree(str(workdir / "metatrain" / "best")),
+        checkpoints.load_tree(os.path.join(metatrained, "metatrain", "best")),
+    )
+
+
+# User errors: one line naming the culprit, no traceback, non-zero exit, no work done.
+
+
+def error_cases(root, torch_weights, settings):
+    """{case: (work dir, data cache dir, config file, overrides, texts the message names)}.
+
+    Each case has a fresh data cache, so a dataset built before the error shows; but
+    init.resnet is read by stage 1 only: that case reads the shared dataset.
+    """
+    (root / "a_file").write_text("")
+    cases = {
+        "config_file": ({}, ["no_such_config.py"]),
+        "config_key": ({"data.no_such_key": 1}, ["no_such_key"]),
+        "dataset_root": (
+            {"data.dataset": "pascal", "data.root": str(root / "no_voc")},
+            [str(root / "no_voc")],
+        ),
+        "backbone_missing": (
+            {"init.backbone": str(root / "missing.pth")},
+            ["init.backbone", "missing.pth"],
+        ),
+        "resnet_missing": (
+            {
+                "mode": "pretrain",
+                "init.resnet": str(root / "missing_resnet.pth"),
+                "data.cache_dir": settings["data.cache_dir"],
+            },
+            ["init.resnet", "missing_resnet.pth"],
+        ),
+        "backbone_misfit": ({"init.backbone": torch_weights["deeper"]}, ["deeper.pth"]),
+        "cwt_misfit": ({"init.cwt": torch_weights["heads"]}, ["init.cwt", "heads.pth"]),
+        "optimizer": ({"inner.optimizer": "adamx"}, ["inner.optimizer", "adamx"]),
+        "workdir": ({}, ["--workdir", str(root / "a_file" / "run")]),
+    }
+    return {
+        case: (
+            root / "a_file" / "run" if case == "workdir" else root / case,
+            pathlib.Path(overrides.get("data.cache_dir", root / f"{case}_tfds")),
+            "configs/no_such_config.py" if case == "config_file" else CONFIG_FILE,
+            {**TINY, "mode": "eval", "data.cache_dir": str(root / f"{case}_tfds"), **overrides},
+            expected,
+        )
+        for case, (overrides, expected) in cases.items()
+    }
+
+
+def run_error_cases(cases, env):
+    """{case: (exit code, stderr, work dir, data cache dir, texts)} of `error_cases`."""
+    results = {}
+    for case, (workdir, cache_dir, config_file, overrides, expected) in cases.items():
+        process = subprocess.run(
+            command(workdir, overrides, config_file),
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        results[case] = (process.returncode, process.stderr, workdir, cache_dir, expected)
+    return results
+
+
+ERROR_CASES = [
+    "config_file",
+    "config_key",
+    "dataset_root",
+    "backbone_missing",
+    "resnet_missing",
+    "backbone_misfit",
+    "cwt_misfit",
+    "optimizer",
+    "workdir",
+]
+
+
+@pytest.mark.parametrize("case", ERROR_CASES)
+def test_user_error_ends_the_run_with_one_clear_line(jobs, settings, case):
+    returncode, stderr, workdir, cache_dir, expected = jobs["errors"].result()[case]
+    assert returncode != 0
+    assert "Traceback" not in stderr
+    message = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(message) == 1, stderr
+    for text in expected:
+        assert text in message[0]
+    if str(cache_dir) != settings["data.cache_dir"]:
+        assert not cache_dir.exists()  # no dataset was built
+    for output in ("results.json", "metrics.jsonl", "tb", "pretrain", "metatrain"):
+        assert not (workdir / output).exists()
+
+
+@pytest.mark.parametrize(
+    "overrides, error, message",
+    [
+        ({"init.cwt": "missing_cwt"}, FileNotFoundError, "init.cwt=missing_cwt does not exist"),
+        ({"model.width": 2 * WIDTH}, convert.ConversionError, "init.backbone=.* does not fit"),
+        ({"cwt.heads": 2 * HEADS}, convert.ConversionError, "init.cwt=.* does not fit"),
+        ({"mode": "train"}, optimizers.ConfigError, "mode='train' is not one of"),
+    ],
+)
+def test_inputs_are_checked_before_any_work(
+    converted, settings, overrides, error, message, tmp_path
+):
+    """In-process variants of the cases above; misfits of converted orbax checkpoints."""
+    config = tiny_config(
+        {
+            **settings,
+            "mode": "eval",
+            "init.backbone": converted["backbone"],
+            "init.cwt": converted["cwt"],
+            **overrides,
+        }
+    )
+    with pytest.raises(error, match=message):
+        main.run(config, str(tmp_path / "run"))
+    assert not (tmp_path / "run" / "results.json").exists()
+    assert not (tmp_path / "run" / "tb").exists()
+
+
+# Scripts.
+
+
+@pytest.mark.parametrize(
+    "script, arguments, expected",
+    [
+        (
+            "train.sh",
+            ["pascal", "2", "0,1", "101", "5", "--config.seed=3"],
+            "CUDA_VISIBLE_DEVICES=0,1 python -m cwt_jax.main "
+            "--config=configs/pascal_fold2_5shot.py --workdir=runs/pascal_fold2_5shot_resnet101 "
+            "--config.model.layers=101 --config.mode=all --config.seed=3",
+        ),
+        (
+            "test.sh",
+            ["coco", "1", "3", "50", "0", "--config.init.cwt=my weights/cwt.pth"],
+            "CUDA_VISIBLE_DEVICES=3 python -m cwt_jax.main "
+            "--config=configs/coco_fold0_1shot.py --workdir=runs/coco_fold0_1shot_resnet50 "
+            r"--config.model.layers=50 --config.mode=eval --config.init.cwt=my\ weights/cwt.pth",
+        ),
+    ],
+)
+def test_scripts_build_the_main_command(script, arguments, expected):
+    process = subprocess.run(
+        ["bash", f"scripts/{script}", *arguments],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CWT_DRY_RUN": "1"},
+        check=True,
+    )
+    assert process.stdout.strip() == expected
+    config_file = expected.split("--config=")[1].split()[0]
+    assert (REPO / config_file).is_file()
+
+
+@pytest.mark.parametrize(
+    "script, arguments",
+    [
+        ("train.sh", ["pascal", "0", "0", "50"]),
+        ("test.sh", []),
+        ("train.sh", ["voc", "0", "0", "50", "1"]),
+        ("test.sh", ["pascal", "1", "0", "34", "0"]),
+    ],
+)
+def test_scripts_refuse_wrong_arguments_with_their_usage(script, arguments):
+    process = subprocess.run(
+        ["bash", f"scripts/{script}", *arguments],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CWT_DRY_RUN": "1"},
+    )
+    assert process.returncode != 0
+    assert process.stderr.startswith(f"usage: scripts/{script} {{pascal|coco}}")
+    assert process.stdout == ""

@@ -1,0 +1,112 @@
+"""Batched, sharded and cached evaluation give the numbers of one episode at a time."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import common
+from cwt_jax import cwt, data, evaluate, initialization
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SIZE, SHOT, EPISODES = 64, 2, 16
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    config = common.synthetic(fold=0, shot=SHOT)
+    config.model.layers, config.model.width, config.model.bottleneck_dim = (1, 1, 1, 1), 8, 16
+    config.cwt.heads, config.inner.steps = 2, 10
+    model = initialization.pspnet(config.model)
+    dataset_dir = data.prepare_synthetic(
+        str(tmp_path_factory.mktemp("tfds")), seed=0, num_train=20, num_val=80, image_size=128
+    )
+    val = data.open_split(dataset_dir, "val")
+    classes = data.class_split("synthetic", 0).novel
+    specs = list(
+        data.sample_episodes(
+            val, classes, shot=SHOT, num_episodes=EPISODES, seed=0, shuffle_queries=False
+        )
+    )
+    return {
+        "config": config,
+        "model": model,
+        "backbone": initialization.init_pspnet(model, jax.random.key(0)),
+        "cwt": cwt.init(jax.random.key(1), 16, 2),
+        "val": val,
+        "specs": specs,
+        "episodes": data.episodes_from_list(val, specs, image_size=SIZE),
+    }
+
+
+def run(setup, batch_size, cached=False, model=None):
+    model = model or setup["model"]
+    if cached:
+        ids = [i for s in setup["specs"] for i in (s["query_id"], *s["support_ids"])]
+        variables, rows = evaluate.feature_cache(
+            model, setup["backbone"], setup["val"], ids,
+            image_size=SIZE, batch_size=4, dtype=jnp.float32,
+        )  # fmt: skip
+        step = evaluate.make_cached_eval_step(model, setup["config"].inner)
+    else:
+        variables, rows = setup["backbone"], None
+        step = evaluate.make_eval_step(model, setup["config"].inner)
+    return evaluate.run_episodes(
+        step, variables, setup["cwt"], setup["episodes"], batch_size=batch_size, workers=0,
+        run_key=jax.random.key(3), cache_rows=rows,
+    )  # fmt: skip
+
+
+def assert_same_results(actual, expected):
+    for method in evaluate.METHODS:
+        np.testing.assert_allclose(actual[method]["miou"], expected[method]["miou"], rtol=1e-6)
+        assert actual[method]["per_class_iou"].keys() == expected[method]["per_class_iou"].keys()
+        for class_id, value in expected[method]["per_class_iou"].items():
+            np.testing.assert_allclose(actual[method]["per_class_iou"][class_id], value, rtol=1e-6)
+
+
+def test_results_do_not_depend_on_batch_size_or_devices(setup):
+    """B = 1 runs on one device; B = 8 and 16 shard the episodes over the 4 CPU devices."""
+    assert jax.device_count() == 4  # tests/conftest.py
+    reference = run(setup, 1)
+    assert 0 < reference["cwt"]["miou"] < 1
+    for batch_size in (8, 16):
+        assert_same_results(run(setup, batch_size), reference)
+
+
+def test_feature_cache_gives_the_same_numbers(setup):
+    assert_same_results(run(setup, 4, cached=True), run(setup, 4))
+
+
+def test_bfloat16_backbone_stays_close(setup):
+    config = setup["config"].copy_and_resolve_references()
+    config.model.dtype = "bfloat16"
+    float32 = run(setup, 8, cached=True)
+    bfloat16 = run(setup, 8, cached=True, model=initialization.pspnet(config.model))
+    assert abs(bfloat16["cwt"]["miou"] - float32["cwt"]["miou"]) < 0.05
+
+
+def test_benchmark_prints_every_measurement():
+    overrides = {
+        "model.layers": "(1,1,1,1)", "model.width": 4, "model.bottleneck_dim": 8,
+        "cwt.heads": 1, "data.image_size": 33, "pretrain.image_size": 33,
+        "pretrain.batch_size": 2, "eval.episodes_per_step": 2,
+        "metatrain.episodes_per_step": 2, "inner.steps": 3,
+    }  # fmt: skip
+    command = [
+        sys.executable, "-m", "cwt_jax.benchmark", "--config=configs/synthetic_fold0_1shot.py",
+        "--repeats=1", *(f"--config.{key}={value}" for key, value in overrides.items()),
+    ]  # fmt: skip
+    completed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True)
+    results = json.loads(completed.stdout)
+    for key in (
+        "eval_episodes_per_s", "eval_cached_episodes_per_s", "metatrain_episodes_per_s",
+        "pretrain_images_per_s", "backbone_images_per_s", "eval_compile_s",
+        "peak_memory_bytes", "eval_flops_per_episode", "eval_flop_per_s",
+    ):  # fmt: skip
+        assert results[key] > 0, key
