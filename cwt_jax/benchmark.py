@@ -145,8 +145,12 @@ def benchmark(config, repeats: int) -> dict:
     mesh = sharding.data_mesh(meta_batch, "metatrain.episodes_per_step")
     train_step = metatrain.make_train_step(model, config)
     optimizer = metatrain.outer_optimizer_from(config.metatrain)
-    state = {"step": jnp.zeros((), jnp.int32), "params": cwt_params,
-             "opt_state": optimizer.init(cwt_params), "best_miou": jnp.zeros((), jnp.float32)}  # fmt: skip
+    state = {
+        "step": jnp.zeros((), jnp.int32),
+        "params": cwt_params,
+        "opt_state": optimizer.init(cwt_params),
+        "best_miou": jnp.zeros((), jnp.float32),
+    }
     meta_inputs = sharding.shard_batch(episode_batch(rng, meta_batch, shot, size), mesh)
     args = (*sharding.replicate((state, backbone), mesh), meta_inputs, key)
     compile_s, meta_s = timed(train_step, *args, repeats=repeats)
