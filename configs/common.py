@@ -120,11 +120,11 @@ def synthetic(fold: int, shot: int) -> ml_collections.ConfigDict:
     config.model.width = 8
     config.model.bottleneck_dim = 64
     config.pretrain.image_size = 128
-    config.pretrain.epochs = 4
+    config.pretrain.epochs = 6
     config.pretrain.batch_size = 16
     config.pretrain.lr = 0.02
     config.pretrain.checkpoint_every = 100
-    config.metatrain.epochs = 2
+    config.metatrain.epochs = 4
     config.metatrain.lr = 0.2  # the short schedule needs a far larger step than the paper's
     config.metatrain.episodes_per_epoch = 300
     config.metatrain.episodes_per_step = 4
