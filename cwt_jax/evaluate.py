@@ -130,7 +130,7 @@ def feature_cache(model, backbone, split, image_ids, *, image_size: int, batch_s
       (N, h, w, C) features on the default device, and id -> row.
     """
     image_ids = sorted(set(image_ids))
-    extract = jax.jit(lambda images: model.apply(backbone, images).astype(dtype))
+    extract = jax.jit(lambda variables, images: model.apply(variables, images).astype(dtype))
     rows = []
     for first in tqdm.trange(0, len(image_ids), batch_size, desc="feature cache", leave=False):
         chunk = image_ids[first : first + batch_size]
@@ -139,7 +139,7 @@ def feature_cache(model, backbone, split, image_ids, *, image_size: int, batch_s
             for i in chunk
         ]
         images += images[-1:] * (batch_size - len(images))  # one compiled shape
-        rows.append(extract(np.stack(images))[: len(chunk)])
+        rows.append(extract(backbone, np.stack(images))[: len(chunk)])
     return jnp.concatenate(rows), {image_id: row for row, image_id in enumerate(image_ids)}
 
 

@@ -12,6 +12,8 @@ import optax
 from cwt_jax import classifier, cwt, losses
 from cwt_jax.models import PSPNet
 
+CLASSIFIER_INITS = ("torch", "zeros")
+
 
 def init_classifier(rng: jax.Array, channels: int, kind: str) -> jnp.ndarray:
     """Initial (2, C) weights of the support classifier.
@@ -24,6 +26,8 @@ def init_classifier(rng: jax.Array, channels: int, kind: str) -> jnp.ndarray:
     Returns:
       (2, C) weights.
     """
+    if kind not in CLASSIFIER_INITS:
+        raise ValueError(f"inner.init={kind!r} is not one of {', '.join(CLASSIFIER_INITS)}.")
     if kind == "zeros":
         return jnp.zeros((2, channels))
     bound = channels**-0.5

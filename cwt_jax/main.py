@@ -14,7 +14,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from cwt_jax import convert, data, evaluate, initialization, input_pipeline, optimizers
+from cwt_jax import convert, data, evaluate, fewshot, initialization, input_pipeline, optimizers
 from cwt_jax.metatrain import metatrain
 from cwt_jax.metric_writer import MetricWriter
 from cwt_jax.pretrain import pretrain
@@ -42,6 +42,10 @@ def run(config, workdir: str) -> None:
         jax.distributed.initialize()
     _check_writable(workdir)
     optimizers.inner_optimizer(config.inner)
+    if config.inner.init not in fewshot.CLASSIFIER_INITS:
+        raise optimizers.ConfigError(
+            f"inner.init={config.inner.init!r} is not one of {', '.join(fewshot.CLASSIFIER_INITS)}."
+        )
     model = initialization.pspnet(config.model)
     backbone = cwt_params = resnet = episode_list = None
     if config.init.resnet and config.mode in ("pretrain", "all"):
