@@ -4,9 +4,7 @@ import sys
 import time
 
 import cv2
-import data_fixtures
 import numpy as np
-import pytest
 from data_fixtures import (
     BIG_PIXELS,
     SMALL_PIXELS,
@@ -18,21 +16,6 @@ from data_fixtures import (
 
 from cwt_jax.data import open_split, prepare_coco, prepare_pascal, prepare_synthetic
 from cwt_jax.data.synthetic import generate_example
-
-
-@pytest.fixture(scope="module")
-def pascal(tmp_path_factory):
-    return data_fixtures.prepare_pascal_tree(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def pascal_dir(pascal):
-    return pascal[3]
-
-
-@pytest.fixture(scope="module")
-def synthetic_dir(tmp_path_factory):
-    return data_fixtures.prepare_small_synthetic(tmp_path_factory)
 
 
 def expected_counts(i, num_classes):

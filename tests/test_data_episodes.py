@@ -1,6 +1,5 @@
 import json
 
-import data_fixtures
 import grain
 import numpy as np
 import pytest
@@ -23,21 +22,6 @@ from cwt_jax.data import (
 )
 from cwt_jax.data.episodes import binary_mask
 from cwt_jax.data.transforms import eval_transform
-
-
-@pytest.fixture(scope="module")
-def pascal(tmp_path_factory):
-    return data_fixtures.prepare_pascal_tree(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def pascal_dir(pascal):
-    return pascal[3]
-
-
-@pytest.fixture(scope="module")
-def synthetic_dir(tmp_path_factory):
-    return data_fixtures.prepare_small_synthetic(tmp_path_factory)
 
 
 def test_an_image_counts_for_a_class_from_2_32_32_pixels():
