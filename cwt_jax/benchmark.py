@@ -35,22 +35,24 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_c
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed calls per measurement, after one warm-up.")
 
 
-def timed(step, *args, repeats: int) -> tuple[float, float]:
-    """Compile time (first call) and mean seconds per later call of a jitted step."""
+def timed(step, *args, repeats: int) -> tuple[float, float, float]:
+    """Compiles a jitted step once and times it.
+
+    Returns:
+      Compile seconds, mean seconds per call (after one warm-up call) and the FLOPs of
+      one call according to XLA's cost analysis of the same compiled program.
+    """
     start = time.perf_counter()
-    jax.block_until_ready(step(*args))
+    compiled = step.lower(*args).compile()
     compile_seconds = time.perf_counter() - start
+    jax.block_until_ready(compiled(*args))
     start = time.perf_counter()
     for _ in range(repeats):
-        jax.block_until_ready(step(*args))
-    return compile_seconds, (time.perf_counter() - start) / repeats
-
-
-def flops(step, *args) -> float:
-    """FLOPs of one call according to XLA's cost analysis."""
-    analysis = step.lower(*args).compile().cost_analysis()
+        jax.block_until_ready(compiled(*args))
+    analysis = compiled.cost_analysis()
     analysis = analysis[0] if isinstance(analysis, list) else analysis
-    return float(analysis.get("flops", 0.0))
+    flops = float(analysis.get("flops", 0.0))
+    return compile_seconds, (time.perf_counter() - start) / repeats, flops
 
 
 def episode_batch(rng: np.random.Generator, batch: int, shot: int, size: int) -> dict:
@@ -99,14 +101,16 @@ def benchmark(config, repeats: int) -> dict:
     index = sharding.shard_batch(np.arange(batch_size), mesh)
     variables, params = sharding.replicate((backbone, cwt_params), mesh)
     eval_step = evaluate.make_eval_step(model, config.inner)
-    compile_s, step_s = timed(eval_step, variables, params, batch, index, key, repeats=repeats)
+    compile_s, step_s, step_flops = timed(
+        eval_step, variables, params, batch, index, key, repeats=repeats
+    )
     results["eval_episodes_per_step"] = batch_size
     results["eval_compile_s"] = compile_s
     results["eval_episodes_per_s"] = batch_size / step_s
 
     extract = jax.jit(lambda v, images: model.apply(v, images))
     images = batch["query_image"]
-    compile_s, backbone_s = timed(extract, variables, images, repeats=repeats)
+    compile_s, backbone_s, _ = timed(extract, variables, images, repeats=repeats)
     results["backbone_images_per_s"] = batch_size / backbone_s
     cache = jnp.concatenate(
         [extract(variables, batch["support_images"][:, k]) for k in range(shot)]
@@ -121,7 +125,7 @@ def benchmark(config, repeats: int) -> dict:
     cached = sharding.shard_batch(jax.device_get(cached), mesh)
     cached_step = evaluate.make_cached_eval_step(model, config.inner)
     args = (sharding.replicate(cache, mesh), params, cached, index, key)
-    compile_s, cached_s = timed(cached_step, *args, repeats=repeats)
+    compile_s, cached_s, _ = timed(cached_step, *args, repeats=repeats)
     results["eval_cached_compile_s"] = compile_s
     results["eval_cached_episodes_per_s"] = batch_size / cached_s
 
@@ -132,11 +136,10 @@ def benchmark(config, repeats: int) -> dict:
         grads = jax.grad(classifier.support_loss)(weights, features, masks, jnp.ones(2))
         return inner_optimizer.update(grads, inner_optimizer.init(weights), weights)
 
-    update_flops = flops(
+    _, _, update_flops = timed(
         inner_update, jnp.zeros((2, model.bottleneck_dim)), cache[np.arange(shot) * batch_size],
-        jax.device_get(batch["support_masks"])[0],
+        jax.device_get(batch["support_masks"])[0], repeats=1,
     )  # fmt: skip
-    step_flops = flops(eval_step, variables, params, batch, index, key)
     episode_flops = step_flops / batch_size + (config.inner.steps - 1) * update_flops
     results["eval_flops_per_episode"] = episode_flops
     results["eval_flop_per_s"] = episode_flops * results["eval_episodes_per_s"]
@@ -153,7 +156,7 @@ def benchmark(config, repeats: int) -> dict:
     }
     meta_inputs = sharding.shard_batch(episode_batch(rng, meta_batch, shot, size), mesh)
     args = (*sharding.replicate((state, backbone), mesh), meta_inputs, key)
-    compile_s, meta_s = timed(train_step, *args, repeats=repeats)
+    compile_s, meta_s, _ = timed(train_step, *args, repeats=repeats)
     results["metatrain_compile_s"] = compile_s
     results["metatrain_episodes_per_s"] = meta_batch / meta_s
 
@@ -169,7 +172,7 @@ def benchmark(config, repeats: int) -> dict:
         "mask": rng.integers(0, 16, (section.batch_size, size, size)).astype(np.int32),
     }
     args = (sharding.replicate(state, mesh), sharding.shard_batch(pretrain_batch, mesh), key)
-    compile_s, pretrain_s = timed(pretrain_step, *args, repeats=repeats)
+    compile_s, pretrain_s, _ = timed(pretrain_step, *args, repeats=repeats)
     results["pretrain_compile_s"] = compile_s
     results["pretrain_images_per_s"] = section.batch_size / pretrain_s
     results["peak_memory_bytes"] = peak_memory_bytes()

@@ -87,7 +87,7 @@ def fit(
     Returns:
       (2, C) fitted weights.
     """
-    class_weights = losses.support_class_weights(masks)
+    class_weights = losses.binary_class_weights(masks)
     grad_fn = jax.grad(support_loss)
 
     def update(_, carry):

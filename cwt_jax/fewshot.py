@@ -93,7 +93,7 @@ def query_loss(weights: jnp.ndarray, features: jnp.ndarray, query_mask: jnp.ndar
     """CWT's outer loss: cross-entropy at mask size, weighted [1, n_bg / n_fg] of the query."""
     difference = classifier.logit_difference(weights, features, query_mask.shape)
     return losses.binary_cross_entropy(
-        difference, query_mask, losses.support_class_weights(query_mask)
+        difference, query_mask, losses.binary_class_weights(query_mask)
     )
 
 

@@ -6,12 +6,13 @@ import jax.numpy as jnp
 IGNORE_LABEL = 255
 
 
-def support_class_weights(masks: jnp.ndarray) -> jnp.ndarray:
-    """Background/foreground weights [1, n_background / n_foreground] of an episode.
+def binary_class_weights(masks: jnp.ndarray) -> jnp.ndarray:
+    """Background/foreground weights [1, n_background / n_foreground] counted over masks.
 
-    CWT counts the pixels over all support masks of the episode. The original divides
-    by zero when no support pixel is foreground; the foreground weight then multiplies
-    no pixel, so it is set to 1 here instead of inf.
+    CWT weights the inner loop's loss by these counts over all support masks of the
+    episode, and the meta-training loss by those of the query mask. The original divides
+    by zero when no pixel is foreground; the foreground weight then multiplies no pixel,
+    so it is set to 1 here instead of inf.
 
     Args:
       masks: (..., H, W) integer masks in {0, 1, 255}.

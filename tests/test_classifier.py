@@ -45,7 +45,7 @@ def test_class_weights_count_all_support_masks():
     masks[0, 0, :2] = 1
     masks[1, 3, :] = 1
     masks[1, 0, 0] = 255
-    np.testing.assert_allclose(losses.support_class_weights(masks), [1.0, 25 / 6])
+    np.testing.assert_allclose(losses.binary_class_weights(masks), [1.0, 25 / 6])
 
 
 @pytest.mark.parametrize(
