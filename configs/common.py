@@ -12,7 +12,11 @@ def base() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.mode = "all"  # pretrain | metatrain | eval | all | export_episodes
     config.seed = 0
-    config.distributed = False  # call jax.distributed.initialize() for multi-host runs
+    config.distributed = ml_collections.ConfigDict()  # several processes (hosts)
+    config.distributed.enabled = False  # call jax.distributed.initialize()
+    config.distributed.coordinator_address = ""  # host:port of process 0; empty: detected
+    config.distributed.num_processes = 0  # 0: detected (SLURM, Open MPI, ...)
+    config.distributed.process_id = -1  # -1: detected
 
     config.data = ml_collections.ConfigDict()
     config.data.dataset = "pascal"  # pascal | coco | synthetic

@@ -8,6 +8,7 @@ best checkpoint); of the latter, the best step is read.
 
 import os
 
+import jax
 import orbax.checkpoint as ocp
 
 VARIABLES = "variables"
@@ -46,11 +47,25 @@ def load_tree(path: str):
     steps = ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(read_only=True))
     step = steps.best_step()
     if step is None:
-        return ocp.StandardCheckpointer().restore(path)
+        checkpointer = ocp.StandardCheckpointer()
+        return checkpointer.restore(path, _local_target(checkpointer.metadata(path).item_metadata))
+    target = _local_target(steps.item_metadata(step)[VARIABLES])
     restored = steps.restore(
-        step, args=ocp.args.Composite(**{VARIABLES: ocp.args.StandardRestore()})
+        step, args=ocp.args.Composite(**{VARIABLES: ocp.args.StandardRestore(target)})
     )
     return restored[VARIABLES]
+
+
+def _local_target(metadata):
+    """Restore target on this process's first device.
+
+    Checkpoints record the devices they were written from, which need not exist, or
+    belong to this process, where they are read (e.g. one process of several).
+    """
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.tree.map(
+        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device), metadata.tree
+    )
 
 
 def manager(directory: str, *, best_metric: str | None = None) -> ocp.CheckpointManager:

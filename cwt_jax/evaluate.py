@@ -1,8 +1,10 @@
 """Few-shot evaluation: runs of episodes, mIoU and FB-IoU with and without the CWT."""
 
+import functools
 import json
 import os
 
+import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,6 +16,7 @@ from cwt_jax import (
     initialization,
     input_pipeline,
     metrics,
+    models,
     optimizers,
     sharding,
     visualize,
@@ -73,155 +76,198 @@ def make_eval_step(model, inner_config):
     episodes and the CWT over queries.
 
     Returns:
-      `eval_step(backbone, cwt_params, batch, episode_index, run_key)` -> as
-      `make_episode_scores`; `batch` holds `EPISODE_ARRAYS`.
+      `eval_step(backbone, cwt_params, batch, run_key)` -> as `make_episode_scores`;
+      `batch` holds `EPISODE_ARRAYS` and `episode` (B,) indices.
     """
     scores = make_episode_scores(model, inner_config)
 
-    @jax.jit
-    def eval_step(backbone, cwt_params, batch, episode_index, run_key):
+    @functools.partial(jax.jit, compiler_options=models.inference_compiler_options())
+    def eval_step(backbone, cwt_params, batch, run_key):
         support_features, query_features = fewshot.episode_features(
             model, backbone, batch["support_images"], batch["query_image"]
         )
         return scores(
             cwt_params, support_features, batch["support_masks"], query_features,
-            batch["query_mask"], episode_index, run_key,
+            batch["query_mask"], batch["episode"], run_key,
         )  # fmt: skip
 
     return eval_step
 
 
 def make_cached_eval_step(model, inner_config):
-    """A jitted step over a batch of B episodes whose features are in a cache.
+    """A jitted step over a batch of B episodes whose images are in a feature cache.
+
+    The episodes' {0, 1, 255} masks are made on the device from the cached class-id
+    masks, so a batch is only indices: nothing is decoded or copied per episode.
 
     Returns:
-      `eval_step(cache, cwt_params, batch, episode_index, run_key)`: `cache` is an
-      (N, h, w, C) feature array, `batch` holds `support_index` (B, K) and `query_index`
-      (B,) into it beside the masks.
+      `eval_step(cache, cwt_params, batch, run_key)` -> as `make_episode_scores`; `cache`
+      is from `feature_cache`, `batch` holds `support_index` (B, K) and `query_index` (B,)
+      rows of the cache, `class_id` (B,) and `episode` (B,) indices.
     """
     scores = make_episode_scores(model, inner_config)
 
-    @jax.jit
-    def eval_step(cache, cwt_params, batch, episode_index, run_key):
+    # The options of `make_eval_step`, so that both give the same inner loops to the bit.
+    @functools.partial(jax.jit, compiler_options=models.inference_compiler_options())
+    def eval_step(cache, cwt_params, batch, run_key):
+        def masks(rows):  # (B, ...) cache rows -> (B, ..., S, S) masks of the episode's class
+            class_id = batch["class_id"].reshape((-1,) + (1,) * (rows.ndim + 1))
+            return data.binary_mask(cache["masks"][rows], class_id).astype(jnp.int32)
+
+        support_index, query_index = batch["support_index"], batch["query_index"]
         return scores(
-            cwt_params, cache[batch["support_index"]], batch["support_masks"],
-            cache[batch["query_index"]], batch["query_mask"], episode_index, run_key,
+            cwt_params, cache["features"][support_index], masks(support_index),
+            cache["features"][query_index], masks(query_index), batch["episode"], run_key,
         )  # fmt: skip
 
     return eval_step
 
 
 def feature_cache(model, backbone, split, image_ids, *, image_size: int, batch_size: int, dtype):
-    """Features of each distinct image, computed once for a whole evaluation.
+    """Features and class-id masks of each distinct image, computed once for an evaluation.
 
     Evaluation applies no augmentation and the backbone is frozen, so an image's
-    features are the same in every episode that uses it.
+    features are the same in every episode that uses it. Images are decoded and
+    transformed by grain in threads while the device runs the backbone.
 
     Args:
       model: the PSPNet.
       backbone: its variables.
       split: the split holding the images.
       image_ids: ids of the images needed.
-      image_size: side of the evaluation transform.
+      image_size: side S of the evaluation transform.
       batch_size: images per backbone pass.
-      dtype: storage dtype of the cache (float32, or bfloat16 to halve its memory).
+      dtype: storage dtype of the features (float32, or bfloat16 to halve their memory).
 
     Returns:
-      (N, h, w, C) features on the default device, and id -> row.
+      `{"features": (N, h, w, C), "masks": (N, S, S) uint8 class ids}` on the default
+      device, and image id -> row.
     """
     image_ids = sorted(set(image_ids))
-    extract = jax.jit(lambda variables, images: model.apply(variables, images).astype(dtype))
-    rows = []
-    for first in tqdm.trange(0, len(image_ids), batch_size, desc="feature cache", leave=False):
-        chunk = image_ids[first : first + batch_size]
-        images = [
-            data.transforms.eval_transform(*split.load(split.index_of[i]), image_size)[0]
-            for i in chunk
-        ]
-        images += images[-1:] * (batch_size - len(images))  # one compiled shape
-        rows.append(extract(backbone, np.stack(images))[: len(chunk)])
-    return jnp.concatenate(rows), {image_id: row for row, image_id in enumerate(image_ids)}
+    extract = jax.jit(
+        lambda variables, images: model.apply(variables, images).astype(dtype),
+        compiler_options=models.inference_compiler_options(),
+    )
+
+    def load(image_id):
+        image, mask = data.transforms.eval_transform(
+            *split.load(split.index_of[image_id]), image_size
+        )
+        return image, mask.astype(np.uint8)
+
+    loaded = grain.MapDataset.source(image_ids).map(load).batch(batch_size).to_iter_dataset()
+    features, masks = [], []
+    for images, class_masks in tqdm.tqdm(
+        loaded, desc="feature cache", total=-(-len(image_ids) // batch_size), leave=False
+    ):
+        count = len(images)
+        images = np.concatenate([images, np.repeat(images[-1:], batch_size - count, 0)])
+        features.append(extract(backbone, images)[:count])  # one compiled shape
+        masks.append(class_masks)
+    cache = {"features": jnp.concatenate(features), "masks": jnp.asarray(np.concatenate(masks))}
+    return cache, {image_id: row for row, image_id in enumerate(image_ids)}
+
+
+def episode_batches(episodes, batch_size: int, workers: int):
+    """This process's share of each batch of episode records, for `make_eval_step`.
+
+    Args:
+      episodes: indexable dataset of episode records.
+      batch_size: episodes per compiled step B.
+      workers: grain worker processes.
+
+    Yields:
+      `EPISODE_ARRAYS`, `class_id` and `episode` (the index in `episodes`).
+    """
+    indexed = episodes.map_with_index(lambda index, record: {**record, "episode": np.int32(index)})
+    for batch in input_pipeline.loader(indexed, batch_size, workers):
+        yield {name: batch[name] for name in (*EPISODE_ARRAYS, "class_id", "episode")}
+
+
+def cached_batches(specs: list[dict], cache_rows: dict[str, int], batch_size: int):
+    """This process's share of each batch of episode specs, for `make_cached_eval_step`.
+
+    Args:
+      specs: episode specs `{"class_id", "query_id", "support_ids"}`.
+      cache_rows: image id -> cache row.
+      batch_size: episodes per compiled step B.
+
+    Yields:
+      `support_index` (b, K), `query_index` (b,), `class_id` (b,) and `episode` (b,),
+      b = B / number of processes.
+    """
+    columns = {
+        "support_index": [[cache_rows[i] for i in s["support_ids"]] for s in specs],
+        "query_index": [cache_rows[s["query_id"]] for s in specs],
+        "class_id": [s["class_id"] for s in specs],
+        "episode": range(len(specs)),
+    }
+    columns = {name: np.asarray(column, np.int32) for name, column in columns.items()}
+    share = batch_size // jax.process_count()
+    for start in range(jax.process_index() * share, len(specs), batch_size):
+        yield {name: column[start : start + share] for name, column in columns.items()}
 
 
 def run_episodes(
     eval_step,
     variables,
     cwt_params,
-    episodes,
+    batches,
     *,
+    num_episodes: int,
     batch_size: int,
-    workers: int,
     run_key: jax.Array,
-    cache_rows: dict[str, int] | None = None,
-    panels: int = 0,
-    panel_prefix: str = "",
+    keep_predictions: int = 0,
     description: str = "eval",
-) -> dict:
+) -> tuple[dict, np.ndarray]:
     """Evaluates one run of episodes, sharded over the devices.
 
+    Steps are dispatched without waiting for their results, which are fetched at the end.
+
     Args:
-      eval_step: from `make_eval_step`, or `make_cached_eval_step` with `cache_rows`.
+      eval_step: from `make_eval_step` or `make_cached_eval_step`.
       variables: PSPNet variables, or the feature cache for a cached step.
       cwt_params: transformer parameters.
-      episodes: indexable dataset of episode records.
-      batch_size: episodes per compiled step B; must divide the number of episodes.
-      workers: grain worker processes.
+      batches: from `episode_batches` or `cached_batches`, to match `eval_step`.
+      num_episodes: episodes in the run; a multiple of `batch_size`.
+      batch_size: episodes per compiled step B.
       run_key: key of the run's classifier initialisations.
-      cache_rows: image id -> cache row, for a cached step.
-      panels: number of PNG panels to write, from the first episodes.
-      panel_prefix: path prefix of the panels.
+      keep_predictions: number of CWT predictions to return, from the first episodes.
       description: progress bar label.
 
     Returns:
-      {method: {"miou", "fb_iou", "per_class_iou"}} for "cwt" and "support_only".
+      {method: {"miou", "fb_iou", "per_class_iou"}} for "cwt" and "support_only", and
+      the kept predictions (keep_predictions, S, S).
     """
-    if len(episodes) % batch_size:
+    if num_episodes % batch_size:
         raise optimizers.ConfigError(
-            f"{len(episodes)} episodes do not split into batches of episodes_per_step="
+            f"{num_episodes} episodes do not split into batches of episodes_per_step="
             f"{batch_size}; make the number of episodes a multiple of it."
         )
     mesh = sharding.data_mesh(batch_size, "eval.episodes_per_step")
     variables, cwt_params = sharding.replicate((variables, cwt_params), mesh)
-    class_ids, counts = [], {method: ([], []) for method in METHODS}
-    indexed = episodes.map_with_index(lambda index, record: {**record, "episode": np.int32(index)})
-    batches = input_pipeline.loader(indexed, batch_size, workers)
+    class_ids, counts, kept = [], [], []
     for batch in tqdm.tqdm(
-        batches, desc=description, total=len(episodes) // batch_size, leave=False
+        batches, desc=description, total=num_episodes // batch_size, leave=False
     ):
-        first = len(class_ids) * batch_size
-        if cache_rows is None:
-            arrays = {name: batch[name] for name in EPISODE_ARRAYS}
-        else:
-            arrays = {
-                "support_index": np.vectorize(cache_rows.get)(batch["support_ids"]),
-                "query_index": np.vectorize(cache_rows.get)(batch["query_id"]),
-                "support_masks": batch["support_masks"],
-                "query_mask": batch["query_mask"],
-            }
-        scores, predictions = eval_step(
-            variables, cwt_params, sharding.shard_batch(arrays, mesh),
-            sharding.shard_batch(batch["episode"], mesh), run_key,
-        )  # fmt: skip
-        class_ids.append(sharding.gather(batch["class_id"]))
-        for method, (intersection, union) in sharding.gather(scores).items():
-            counts[method][0].append(intersection)
-            counts[method][1].append(union)
-        for offset in range(max(0, min(batch_size, panels - first))):
-            visualize.write_panel(
-                f"{panel_prefix}{first + offset:04d}_class{batch['class_id'][offset]}.png",
-                batch["support_images"][offset, 0],
-                batch["support_masks"][offset, 0],
-                batch["query_image"][offset],
-                batch["query_mask"][offset],
-                np.asarray(sharding.gather(predictions)[offset]),
-            )
+        batch = sharding.shard_batch(batch, mesh)
+        scores, predictions = eval_step(variables, cwt_params, batch, run_key)
+        class_ids.append(batch["class_id"])
+        counts.append(scores)
+        if len(kept) * batch_size < keep_predictions:
+            kept.append(predictions)
+    class_ids, counts, kept = sharding.gather((class_ids, counts, kept))
     class_ids = np.concatenate(class_ids)
-    return {
+    kept = np.concatenate(kept)[:keep_predictions] if kept else np.zeros((0,))
+    results = {
         method: metrics.summarize_episodes(
-            class_ids, np.concatenate(intersections), np.concatenate(unions)
+            class_ids,
+            np.concatenate([c[method][0] for c in counts]),
+            np.concatenate([c[method][1] for c in counts]),
         )
-        for method, (intersections, unions) in counts.items()
+        for method in METHODS
     }
+    return results, kept
 
 
 def evaluate(
@@ -234,6 +280,8 @@ def evaluate(
     episode_list: list[dict] | None,
 ) -> dict:
     """Runs `eval.num_runs` runs on the test classes and writes `<workdir>/results.json`.
+
+    In a run of several processes, process 0 writes the files.
 
     Run r samples its episodes with seed `seed + r`; given `episode_list` (read from
     `eval.episodes`), the listed episodes are evaluated, in order, in one run.
@@ -258,48 +306,61 @@ def evaluate(
             )  # fmt: skip
             for run in range(section.num_runs)
         ]
+    specs = [list(run_specs) for run_specs in specs]
     datasets = [
-        data.episodes_from_list(inputs.val, list(run_specs), image_size=config.data.image_size)
+        data.episodes_from_list(inputs.val, run_specs, image_size=config.data.image_size)
         for run_specs in specs
     ]
+    batch_size = section.episodes_per_step
     if section.feature_cache:
         image_ids = [i for run in specs for s in run for i in (s["query_id"], *s["support_ids"])]
         variables, cache_rows = feature_cache(
             model, backbone, inputs.val, image_ids, image_size=config.data.image_size,
-            batch_size=section.episodes_per_step, dtype=jnp.dtype(section.cache_dtype),
+            batch_size=batch_size, dtype=jnp.dtype(section.cache_dtype),
         )  # fmt: skip
         eval_step = make_cached_eval_step(model, config.inner)
     else:
-        variables, cache_rows = backbone, None
+        variables = backbone
         eval_step = make_eval_step(model, config.inner)
-    if section.visualize:
-        os.makedirs(os.path.join(workdir, "visualize"), exist_ok=True)
     runs = []
     for run, episodes in enumerate(tqdm.tqdm(datasets, desc="eval runs")):
-        runs.append(
-            run_episodes(
-                eval_step,
-                variables,
-                cwt_params,
-                episodes,
-                batch_size=section.episodes_per_step,
-                workers=config.data.num_workers,
-                run_key=jax.random.fold_in(jax.random.key(config.seed), run),
-                cache_rows=cache_rows,
-                panels=section.visualize if run == 0 else 0,
-                panel_prefix=os.path.join(workdir, "visualize", "episode"),
-                description=f"eval run {run}",
-            )  # fmt: skip
-        )
+        if section.feature_cache:
+            batches = cached_batches(specs[run], cache_rows, batch_size)
+        else:
+            batches = episode_batches(episodes, batch_size, config.data.num_workers)
+        scores, predictions = run_episodes(
+            eval_step, variables, cwt_params, batches, num_episodes=len(episodes),
+            batch_size=batch_size, run_key=jax.random.fold_in(jax.random.key(config.seed), run),
+            keep_predictions=section.visualize if run == 0 else 0, description=f"eval run {run}",
+        )  # fmt: skip
+        runs.append(scores)
         writer.write(
-            "eval", run, {f"{m}_{k}": runs[-1][m][k] for m in METHODS for k in ("miou", "fb_iou")}
+            "eval", run, {f"{m}_{k}": scores[m][k] for m in METHODS for k in ("miou", "fb_iou")}
         )
+        if len(predictions) and jax.process_index() == 0:
+            write_panels(os.path.join(workdir, "visualize"), episodes, predictions)
     results = {**_summary(runs, "cwt"), "support_only": _summary(runs, "support_only")}
     results["runs"] = runs
     results["config"] = config.to_dict()
-    _write_json(os.path.join(workdir, "results.json"), results)
-    print(format_table(results, inputs.classes.names))
+    if jax.process_index() == 0:
+        _write_json(os.path.join(workdir, "results.json"), results)
+        print(format_table(results, inputs.classes.names))
     return results
+
+
+def write_panels(directory: str, episodes, predictions: np.ndarray) -> None:
+    """Writes a PNG panel for each of the first `len(predictions)` episodes."""
+    os.makedirs(directory, exist_ok=True)
+    for index, prediction in enumerate(predictions):
+        episode = episodes[index]
+        visualize.write_panel(
+            os.path.join(directory, f"episode{index:04d}_class{episode['class_id']}.png"),
+            episode["support_images"][0],
+            episode["support_masks"][0],
+            episode["query_image"],
+            episode["query_mask"],
+            prediction,
+        )
 
 
 def _summary(runs: list[dict], method: str) -> dict:

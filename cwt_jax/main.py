@@ -38,8 +38,13 @@ def run(config, workdir: str) -> None:
     if config.mode not in MODES:
         raise optimizers.ConfigError(f"mode={config.mode!r} is not one of {', '.join(MODES)}.")
     _check_batches(config)
-    if config.distributed:
-        jax.distributed.initialize()
+    if config.distributed.enabled:
+        section = config.distributed
+        jax.distributed.initialize(
+            section.coordinator_address or None,
+            section.num_processes or None,
+            section.process_id if section.process_id >= 0 else None,
+        )
     _check_writable(workdir)
     optimizers.inner_optimizer(config.inner)
     if config.inner.init not in fewshot.CLASSIFIER_INITS:
@@ -94,12 +99,16 @@ def run(config, workdir: str) -> None:
 
 
 def _check_batches(config) -> None:
-    """Episode counts must split into whole compiled steps, checked before any work."""
-    for count_key, batch_key in (
-        ("metatrain.episodes_per_epoch", "metatrain.episodes_per_step"),
-        ("metatrain.val_episodes", "eval.episodes_per_step"),
-        ("eval.num_episodes", "eval.episodes_per_step"),
-    ):
+    """Episode counts of the stages to run must split into whole compiled steps."""
+    pairs = []
+    if config.mode in ("metatrain", "all"):
+        pairs += [
+            ("metatrain.episodes_per_epoch", "metatrain.episodes_per_step"),
+            ("metatrain.val_episodes", "eval.episodes_per_step"),
+        ]
+    if config.mode in ("eval", "all"):
+        pairs.append(("eval.num_episodes", "eval.episodes_per_step"))
+    for count_key, batch_key in pairs:
         count, batch = (config[k][v] for k, v in (count_key.split("."), batch_key.split(".")))
         if batch < 1 or count % batch:
             raise optimizers.ConfigError(

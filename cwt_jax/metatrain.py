@@ -120,9 +120,11 @@ def metatrain(
             yield {name: batch[name] for name in evaluate.EPISODE_ARRAYS}
 
     def validate(state):
-        scores = evaluate.run_episodes(
-            eval_step, backbone, state["params"], val_data,
-            batch_size=config.eval.episodes_per_step, workers=workers,
+        batch_size = config.eval.episodes_per_step
+        scores, _ = evaluate.run_episodes(
+            eval_step, backbone, state["params"],
+            evaluate.episode_batches(val_data, batch_size, workers),
+            num_episodes=len(val_data), batch_size=batch_size,
             run_key=jax.random.fold_in(jax.random.key(config.seed), 0), description="validation",
         )  # fmt: skip
         return {"miou": scores["cwt"]["miou"], "support_only_miou": scores["support_only"]["miou"]}

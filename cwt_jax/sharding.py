@@ -43,8 +43,14 @@ def data_mesh(batch_size: int, key: str) -> Mesh:
 
 
 def replicate(tree, mesh: Mesh):
-    """Places a pytree on every device of the mesh."""
-    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+    """Places a pytree, the same on every process, on every device of the mesh."""
+    sharding = NamedSharding(mesh, PartitionSpec())
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+    # Each process supplies its own copy: device_put cannot reach other hosts' devices.
+    return jax.tree.map(
+        lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree
+    )
 
 
 def shard_batch(batch, mesh: Mesh):

@@ -1,7 +1,9 @@
 """Batched, sharded and cached evaluation give the numbers of one episode at a time."""
 
 import json
+import os
 import pathlib
+import socket
 import subprocess
 import sys
 
@@ -11,7 +13,7 @@ import numpy as np
 import pytest
 
 from configs import common
-from cwt_jax import cwt, data, evaluate, initialization
+from cwt_jax import checkpoints, cwt, data, evaluate, initialization
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SIZE, SHOT, EPISODES = 64, 2, 16
@@ -23,8 +25,9 @@ def setup(tmp_path_factory):
     config.model.layers, config.model.width, config.model.bottleneck_dim = (1, 1, 1, 1), 8, 16
     config.cwt.heads, config.inner.steps = 2, 10
     model = initialization.pspnet(config.model)
+    cache_dir = str(tmp_path_factory.mktemp("tfds"))
     dataset_dir = data.prepare_synthetic(
-        str(tmp_path_factory.mktemp("tfds")), seed=0, num_train=20, num_val=80, image_size=128
+        cache_dir, seed=0, num_train=20, num_val=80, image_size=128
     )
     val = data.open_split(dataset_dir, "val")
     classes = data.class_split("synthetic", 0).novel
@@ -35,6 +38,7 @@ def setup(tmp_path_factory):
     )
     return {
         "config": config,
+        "cache_dir": cache_dir,
         "model": model,
         "backbone": initialization.init_pspnet(model, jax.random.key(0)),
         "cwt": cwt.init(jax.random.key(1), 16, 2),
@@ -53,13 +57,16 @@ def run(setup, batch_size, cached=False, model=None):
             image_size=SIZE, batch_size=4, dtype=jnp.float32,
         )  # fmt: skip
         step = evaluate.make_cached_eval_step(model, setup["config"].inner)
+        batches = evaluate.cached_batches(setup["specs"], rows, batch_size)
     else:
-        variables, rows = setup["backbone"], None
+        variables = setup["backbone"]
         step = evaluate.make_eval_step(model, setup["config"].inner)
-    return evaluate.run_episodes(
-        step, variables, setup["cwt"], setup["episodes"], batch_size=batch_size, workers=0,
-        run_key=jax.random.key(3), cache_rows=rows,
+        batches = evaluate.episode_batches(setup["episodes"], batch_size, workers=0)
+    results, _ = evaluate.run_episodes(
+        step, variables, setup["cwt"], batches, num_episodes=EPISODES, batch_size=batch_size,
+        run_key=jax.random.key(3),
     )  # fmt: skip
+    return results
 
 
 def assert_same_results(actual, expected):
@@ -110,3 +117,86 @@ def test_benchmark_prints_every_measurement():
         "peak_memory_bytes", "eval_flops_per_episode", "eval_flop_per_s",
     ):  # fmt: skip
         assert results[key] > 0, key
+
+
+def eval_command(setup, workdir, weights, **overrides):
+    """`cwt_jax.main` evaluating the setup's model and episodes' dataset (16 episodes)."""
+    config = setup["config"]
+    settings = {
+        "mode": "eval", "seed": 0, "data.shot": SHOT, "data.image_size": SIZE,
+        "data.synthetic_train": 20, "data.synthetic_val": 80, "data.synthetic_size": 128,
+        "data.cache_dir": setup["cache_dir"], "data.num_workers": 0,
+        "model.layers": str(config.model.layers).replace(" ", ""),
+        "model.width": config.model.width, "model.bottleneck_dim": config.model.bottleneck_dim,
+        "cwt.heads": config.cwt.heads, "inner.steps": config.inner.steps,
+        "eval.num_runs": 1, "eval.num_episodes": EPISODES, "eval.episodes_per_step": 8,
+        "init.backbone": weights / "backbone", "init.cwt": weights / "cwt", **overrides,
+    }  # fmt: skip
+    return [
+        sys.executable, "-m", "cwt_jax.main", "--config=configs/synthetic_fold0_1shot.py",
+        f"--workdir={workdir}", *(f"--config.{key}={value}" for key, value in settings.items()),
+    ]  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def weights(setup, tmp_path_factory):
+    """The setup's random backbone and CWT as orbax checkpoints."""
+    directory = tmp_path_factory.mktemp("weights")
+    checkpoints.save_tree(str(directory / "backbone"), setup["backbone"])
+    checkpoints.save_tree(str(directory / "cwt"), {"params": setup["cwt"]})
+    return directory
+
+
+@pytest.fixture(scope="module")
+def one_process_results(setup, weights, tmp_path_factory):
+    """results.json of the evaluation in one process of 4 CPU devices."""
+    workdir = tmp_path_factory.mktemp("one_process")
+    completed = subprocess.run(
+        eval_command(setup, workdir, weights), cwd=REPO,
+        env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return json.loads((workdir / "results.json").read_text())
+
+
+@pytest.mark.parametrize("feature_cache", [True, False])
+def test_two_processes_give_the_numbers_of_one(
+    setup, weights, one_process_results, tmp_path, feature_cache
+):
+    """Two local processes of 2 CPU devices each (jax.distributed, gloo collectives)."""
+    settings = {
+        "eval.feature_cache": feature_cache,
+        "distributed.enabled": True,
+        "distributed.coordinator_address": f"localhost:{free_port()}",
+        "distributed.num_processes": 2,
+    }
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    processes = [
+        subprocess.Popen(
+            eval_command(setup, tmp_path, weights, **settings, **{"distributed.process_id": i}),
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for i in range(2)
+    ]
+    for process in processes:
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr[-3000:]
+    one, two = one_process_results, json.loads((tmp_path / "results.json").read_text())
+    assert 0 < one["miou"] < 1
+    for method in ("cwt", "support_only"):
+        expected, actual = (one, two) if method == "cwt" else (one[method], two[method])
+        assert actual["per_class_iou"].keys() == expected["per_class_iou"].keys()
+        np.testing.assert_allclose(actual["miou"], expected["miou"], rtol=1e-6)
+        for class_id, value in expected["per_class_iou"].items():
+            np.testing.assert_allclose(actual["per_class_iou"][class_id], value, rtol=1e-6)

@@ -19,6 +19,7 @@ episodes (episodic datasets and episode lists), stage1 (base-class data), loader
 from cwt_jax.data.builders import prepare_coco, prepare_pascal, prepare_synthetic
 from cwt_jax.data.classes import CLASS_NAMES, ClassSplit, class_split, cross_dataset_classes
 from cwt_jax.data.episodes import (
+    binary_mask,
     episodes_from_list,
     eval_episodes,
     read_episode_list,
@@ -42,6 +43,7 @@ __all__ = [
     "DataError",
     "Split",
     "base_class_dataset",
+    "binary_mask",
     "class_split",
     "cross_dataset_classes",
     "episodes_from_list",

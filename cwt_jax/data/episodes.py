@@ -276,20 +276,18 @@ class _EpisodeLoader:
         }
 
 
-def binary_mask(mask: np.ndarray, class_id: int) -> np.ndarray:
-    """Foreground mask of one class.
+def binary_mask(mask, class_id):
+    """Foreground mask of one class, from NumPy or JAX arrays alike.
 
     Args:
-      mask: uint8 class-id mask.
-      class_id: The episode's class.
+      mask: uint8 class-id mask, (H, W) or batched.
+      class_id: The episode's class; an array broadcasts against ``mask``.
 
     Returns:
       uint8 mask: 1 where ``mask == class_id``, 255 where ``mask == 255``, 0 elsewhere.
 
     """
-    return np.where(mask == class_id, 1, np.where(mask == IGNORE_LABEL, IGNORE_LABEL, 0)).astype(
-        np.uint8
-    )
+    return ((mask == class_id) + (mask == IGNORE_LABEL) * IGNORE_LABEL).astype(np.uint8)
 
 
 def _check_episode_args(split, classes, shot, num_episodes):

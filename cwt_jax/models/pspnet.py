@@ -4,6 +4,7 @@ The base classifier of stage 1 is not part of this module: it is a plain (classe
 weight matrix applied with `cwt_jax.classifier.predict`, like the few-shot classifier.
 """
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -96,9 +97,40 @@ def extract_features(
       (N, h, w, bottleneck_dim) features with h = (H - 1) // 8 + 1, likewise w.
     """
     model = PSPNet(layers=layers, width=width, bottleneck_dim=bottleneck_dim)
-    return _apply_eval(model, variables, images)
+    return _jitted_apply_eval()(model, variables, images)
 
 
-@jax.jit(static_argnums=0)
-def _apply_eval(model: PSPNet, variables, images: jnp.ndarray) -> jnp.ndarray:
-    return model.apply(variables, images, train=False)
+@functools.cache
+def _jitted_apply_eval():
+    # Built on first use: the compiler options depend on the backend, which must not be
+    # initialised at import (jax.distributed.initialize comes first).
+    def apply_eval(model: PSPNet, variables, images: jnp.ndarray) -> jnp.ndarray:
+        return model.apply(variables, images, train=False)
+
+    return jax.jit(apply_eval, static_argnums=0, compiler_options=inference_compiler_options())
+
+
+_YNN_DOT_FUSION = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
+
+
+@functools.cache
+def inference_compiler_options() -> dict[str, str]:
+    """XLA options for programs dominated by the PSPNet's forward pass.
+
+    On CPU, XLA's YNNPACK dot fusion also takes the convolutions: PSPNet-50's forward at
+    233 px went from 0.9 to 0.5-0.6 s per image on a 2-core AVX-512 machine (same numbers
+    to float round-off). It slows the small matrix products of the inner loop (by ~15%)
+    and the demo model's training steps, so training does not use it. Elsewhere, or where XLA
+    lacks the option, none. Evaluation compiles both its steps with these options, so that
+    cached and uncached evaluation fit the same classifiers to the bit.
+
+    Returns:
+      `compiler_options` for `jax.jit`.
+    """
+    if jax.default_backend() != "cpu":
+        return {}
+    try:
+        jax.jit(jnp.negative, compiler_options=_YNN_DOT_FUSION).lower(1.0).compile()
+    except jax.errors.JaxRuntimeError:  # an XLA without YNNPACK fusions
+        return {}
+    return _YNN_DOT_FUSION
