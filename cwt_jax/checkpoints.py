@@ -44,7 +44,11 @@ def load_tree(path: str):
     path = os.path.abspath(path)
     if not os.path.isdir(path):
         raise FileNotFoundError(f"{path} is not an orbax checkpoint directory; check the path.")
-    steps = ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(read_only=True))
+    steps = ocp.CheckpointManager(
+        path,
+        options=ocp.CheckpointManagerOptions(read_only=True),
+        item_handlers={VARIABLES: ocp.StandardCheckpointHandler()},
+    )
     step = steps.best_step()
     if step is None:
         checkpointer = ocp.StandardCheckpointer()
