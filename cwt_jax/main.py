@@ -9,6 +9,7 @@ an unwritable work dir) ends the run before any work with one line on stderr.
 
 import os
 import sys
+import tempfile
 
 import jax
 from absl import app, flags, logging
@@ -128,10 +129,8 @@ def _stage_result(workdir: str, stage: str, key: str) -> str:
 def _check_writable(workdir: str) -> None:
     try:
         os.makedirs(workdir, exist_ok=True)
-        probe = os.path.join(workdir, ".writable")
-        with open(probe, "w"):
+        with tempfile.TemporaryFile(dir=workdir):  # a name of its own: processes share workdir
             pass
-        os.remove(probe)
     except OSError as error:
         raise PermissionError(
             f"--workdir={workdir} cannot be written ({error.strerror}); choose another directory."

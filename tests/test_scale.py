@@ -178,20 +178,24 @@ def test_two_processes_give_the_numbers_of_one(
         "distributed.num_processes": 2,
     }
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-    processes = [
-        subprocess.Popen(
-            eval_command(setup, tmp_path, weights, **settings, **{"distributed.process_id": i}),
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        for i in range(2)
-    ]
-    for process in processes:
-        _, stderr = process.communicate(timeout=300)
-        assert process.returncode == 0, stderr[-3000:]
+    logs = [tmp_path / f"process{i}.log" for i in range(2)]
+    processes = []
+    for i, log in enumerate(logs):
+        with open(log, "w") as output:  # files, not pipes: an unread pipe can block a process
+            processes.append(
+                subprocess.Popen(
+                    eval_command(
+                        setup, tmp_path, weights, **settings, **{"distributed.process_id": i}
+                    ),
+                    cwd=REPO,
+                    env=env,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                )  # fmt: skip
+            )
+    for process, log in zip(processes, logs, strict=True):
+        process.wait(timeout=300)
+        assert process.returncode == 0, log.read_text()[-3000:]
     one, two = one_process_results, json.loads((tmp_path / "results.json").read_text())
     assert 0 < one["miou"] < 1
     for method in ("cwt", "support_only"):
