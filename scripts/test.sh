@@ -12,6 +12,7 @@
 # runs/{dataset}_fold{fold}_{shot}shot_resnet{layers}, and writes results.json there.
 # CWT_DRY_RUN=1 prints the command instead of running it.
 set -euo pipefail
+source "$(dirname "$0")/_run_main.sh"
 
 if [[ $# -lt 5 || ! $1 =~ ^(pascal|coco)$ || ! $4 =~ ^(50|101)$ ]]; then
   echo "usage: $0 {pascal|coco} {shot} {gpus} {50|101} {fold} [--config.key=value ...]" >&2
@@ -19,18 +20,4 @@ if [[ $# -lt 5 || ! $1 =~ ^(pascal|coco)$ || ! $4 =~ ^(50|101)$ ]]; then
 fi
 dataset=$1 shot=$2 gpus=$3 layers=$4 fold=$5
 shift 5
-
-command=(
-  python -m cwt_jax.main
-  "--config=configs/${dataset}_fold${fold}_${shot}shot.py"
-  "--workdir=runs/${dataset}_fold${fold}_${shot}shot_resnet${layers}"
-  "--config.model.layers=${layers}"
-  --config.mode=eval
-  "$@"
-)
-if [[ -n "${CWT_DRY_RUN:-}" ]]; then
-  quoted=$(printf '%q ' "${command[@]}")
-  echo "CUDA_VISIBLE_DEVICES=${gpus} ${quoted% }"
-  exit 0
-fi
-CUDA_VISIBLE_DEVICES="${gpus}" exec "${command[@]}"
+run_main eval "${dataset}" "${fold}" "${shot}" "${layers}" "${gpus}" "$@"

@@ -628,6 +628,17 @@ def test_inputs_are_checked_before_any_work(
 # Scripts.
 
 
+def dry_run_script(script, arguments):
+    """Runs scripts/<script> with CWT_DRY_RUN=1 (prints the command it would run)."""
+    return subprocess.run(
+        ["bash", f"scripts/{script}", *arguments],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CWT_DRY_RUN": "1"},
+    )
+
+
 @pytest.mark.parametrize(
     "script, arguments, expected",
     [
@@ -648,14 +659,8 @@ def test_inputs_are_checked_before_any_work(
     ],
 )
 def test_scripts_build_the_main_command(script, arguments, expected):
-    process = subprocess.run(
-        ["bash", f"scripts/{script}", *arguments],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "CWT_DRY_RUN": "1"},
-        check=True,
-    )
+    process = dry_run_script(script, arguments)
+    assert process.returncode == 0, process.stderr
     assert process.stdout.strip() == expected
     config_file = expected.split("--config=")[1].split()[0]
     assert (REPO / config_file).is_file()
@@ -671,13 +676,7 @@ def test_scripts_build_the_main_command(script, arguments, expected):
     ],
 )
 def test_scripts_refuse_wrong_arguments_with_their_usage(script, arguments):
-    process = subprocess.run(
-        ["bash", f"scripts/{script}", *arguments],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "CWT_DRY_RUN": "1"},
-    )
+    process = dry_run_script(script, arguments)
     assert process.returncode != 0
     assert process.stderr.startswith(f"usage: scripts/{script} {{pascal|coco}}")
     assert process.stdout == ""
