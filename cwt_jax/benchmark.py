@@ -36,31 +36,37 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_c
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed calls per measurement, after one warm-up.")
 
 
-def timed(step, *args, repeats: int) -> tuple[float, float, float]:
-    """Compiles a jitted step once and times it.
+def timed(step, *args, repeats: int) -> tuple[float, float]:
+    """Times a step made of one or more jitted programs.
 
     Returns:
-      Compile seconds, mean seconds per call (after one warm-up call) and the FLOPs of
-      one call according to XLA's cost analysis of the lowered program (the compiled one
-      hides GPU convolutions in library calls that the analysis does not count).
+      Compile seconds (the first call, which compiles, less a later call) and mean
+      seconds per call over `repeats` calls after it.
     """
     start = time.perf_counter()
-    lowered = step.lower(*args)
-    compiled = lowered.compile()
-    compile_seconds = time.perf_counter() - start
-    jax.block_until_ready(compiled(*args))
+    jax.block_until_ready(step(*args))
+    first_call = time.perf_counter() - start
     start = time.perf_counter()
     for _ in range(repeats):
-        jax.block_until_ready(compiled(*args))
-    analysis = lowered.cost_analysis()
+        jax.block_until_ready(step(*args))
+    step_seconds = (time.perf_counter() - start) / repeats
+    return max(first_call - step_seconds, 0.0), step_seconds
+
+
+def program_flops(jitted, *args) -> float:
+    """FLOPs of one call of a jitted function according to XLA's cost analysis.
+
+    The analysis is of the lowered program: the compiled one hides GPU convolutions in
+    library calls that the analysis does not count.
+    """
+    analysis = jitted.lower(*args).cost_analysis()
     analysis = analysis[0] if isinstance(analysis, list) else analysis
-    flops = float(analysis.get("flops", 0.0))
-    return compile_seconds, (time.perf_counter() - start) / repeats, flops
+    return float(analysis.get("flops", 0.0))
 
 
 def episode_batch(rng: np.random.Generator, batch: int, shot: int, size: int) -> dict:
     """Random normalised images and masks with a foreground square, ignore padding."""
-    masks = np.zeros((batch, shot + 1, size, size), np.int32)
+    masks = np.zeros((batch, shot + 1, size, size), np.uint8)
     masks[:, :, size // 4 : size // 2, size // 3 : 2 * size // 3] = 1
     masks[:, :, -size // 16 :] = 255
     images = rng.standard_normal((batch, shot + 1, size, size, 3), np.float32)
@@ -104,7 +110,7 @@ def benchmark(config, repeats: int) -> dict:
     batch = sharding.shard_batch(episodes, mesh)
     variables, params = sharding.replicate((backbone, cwt_params), mesh)
     eval_step = evaluate.make_eval_step(model, config.inner)
-    compile_s, step_s, step_flops = timed(eval_step, variables, params, batch, key, repeats=repeats)
+    compile_s, step_s = timed(eval_step, variables, params, batch, key, repeats=repeats)
     results["eval_episodes_per_step"] = batch_size
     results["eval_compile_s"] = compile_s
     results["eval_episodes_per_s"] = batch_size / step_s
@@ -114,7 +120,7 @@ def benchmark(config, repeats: int) -> dict:
         compiler_options=models.inference_compiler_options(),
     )
     images = batch["query_image"]
-    compile_s, backbone_s, _ = timed(extract, variables, images, repeats=repeats)
+    compile_s, backbone_s = timed(extract, variables, images, repeats=repeats)
     results["backbone_images_per_s"] = batch_size / backbone_s
     features = [extract(variables, batch["support_images"][:, k]) for k in range(shot)]
     support_masks = episodes["support_masks"].swapaxes(0, 1).reshape(-1, size, size)  # (K*B,)
@@ -130,10 +136,18 @@ def benchmark(config, repeats: int) -> dict:
     }
     cached_step = evaluate.make_cached_eval_step(model, config.inner)
     args = (sharding.replicate(cache, mesh), params, sharding.shard_batch(cached, mesh), key)
-    compile_s, cached_s, _ = timed(cached_step, *args, repeats=repeats)
+    compile_s, cached_s = timed(cached_step, *args, repeats=repeats)
     results["eval_cached_compile_s"] = compile_s
     results["eval_cached_episodes_per_s"] = batch_size / cached_s
 
+    images = (batch["support_images"], batch["query_image"])
+    support_features, query_features = evaluate.make_features_step(model)(variables, *images)
+    scores_args = (
+        params, support_features, batch["support_masks"], query_features, batch["query_mask"],
+        batch["episode"], key,
+    )  # fmt: skip
+    step_flops = program_flops(evaluate.make_features_step(model), variables, *images)
+    step_flops += program_flops(evaluate.make_episode_scores(model, config.inner), *scores_args)
     inner_optimizer = optimizers.inner_optimizer(config.inner)
 
     @jax.jit
@@ -141,9 +155,9 @@ def benchmark(config, repeats: int) -> dict:
         grads = jax.grad(classifier.support_loss)(weights, features, masks, jnp.ones(2))
         return inner_optimizer.update(grads, inner_optimizer.init(weights), weights)
 
-    _, _, update_flops = timed(
+    update_flops = program_flops(
         inner_update, jnp.zeros((2, model.bottleneck_dim)),
-        cache["features"][np.arange(shot) * batch_size], episodes["support_masks"][0], repeats=1,
+        cache["features"][np.arange(shot) * batch_size], episodes["support_masks"][0],
     )  # fmt: skip
     episode_flops = step_flops / batch_size + (config.inner.steps - 1) * update_flops
     results["eval_flops_per_episode"] = episode_flops
@@ -161,7 +175,7 @@ def benchmark(config, repeats: int) -> dict:
     }
     meta_inputs = sharding.shard_batch(episode_batch(rng, meta_batch, shot, size), mesh)
     args = (*sharding.replicate((state, backbone), mesh), meta_inputs, key)
-    compile_s, meta_s, _ = timed(train_step, *args, repeats=repeats)
+    compile_s, meta_s = timed(train_step, *args, repeats=repeats)
     results["metatrain_compile_s"] = compile_s
     results["metatrain_episodes_per_s"] = meta_batch / meta_s
 
@@ -177,7 +191,7 @@ def benchmark(config, repeats: int) -> dict:
         "mask": rng.integers(0, 16, (section.batch_size, size, size)).astype(np.int32),
     }
     args = (sharding.replicate(state, mesh), sharding.shard_batch(pretrain_batch, mesh), key)
-    compile_s, pretrain_s, _ = timed(pretrain_step, *args, repeats=repeats)
+    compile_s, pretrain_s = timed(pretrain_step, *args, repeats=repeats)
     results["pretrain_compile_s"] = compile_s
     results["pretrain_images_per_s"] = section.batch_size / pretrain_s
     results["peak_memory_bytes"] = peak_memory_bytes()

@@ -1,5 +1,6 @@
 """The converted JAX model reproduces a PyTorch reference of CWT number for number."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -9,6 +10,7 @@ import torch_reference as ref
 
 from cwt_jax import classifier, convert, cwt
 from cwt_jax.models import extract_features
+from cwt_jax.models.pspnet import PyramidBottleneck
 
 IMAGE_SIZE = 57  # features of 8 x 8
 STEPS, LR = 200, 0.1
@@ -95,3 +97,36 @@ def test_episode_matches(reference, shot, tmp_path, record_property):
     for name, error in errors.items():
         record_property(f"{name}_relative_error", error)
     assert max(errors.values()) < 1e-5, errors
+
+
+def test_pyramid_bottleneck_is_a_convolution_of_the_upsampled_concatenation():
+    """Values and gradients, on a non-square map, against PyTorch's upsample, cat and conv."""
+    rng = np.random.RandomState(0)
+    x = rng.randn(2, 7, 10, 16).astype(np.float32)
+    pyramid = [rng.randn(2, bins, bins, 4).astype(np.float32) for bins in (1, 2, 3, 6)]
+    kernel = rng.randn(3, 3, 32, 8).astype(np.float32) * 0.1
+    cotangent = rng.randn(2, 7, 10, 8).astype(np.float32)
+
+    def jax_loss(kernel, x, pyramid):
+        out = PyramidBottleneck(8).apply({"params": {"kernel": kernel}}, x, pyramid)
+        return jnp.sum(out * cotangent), out
+
+    (_, jax_out), jax_grads = jax.value_and_grad(jax_loss, argnums=(0, 1, 2), has_aux=True)(
+        jnp.asarray(kernel), jnp.asarray(x), [jnp.asarray(level) for level in pyramid]
+    )
+    torch_inputs = [torch.from_numpy(array).requires_grad_() for array in (kernel, x, *pyramid)]
+    torch_kernel, torch_x, *torch_pyramid = torch_inputs
+    nchw = [torch_x.permute(0, 3, 1, 2)] + [
+        torch.nn.functional.interpolate(
+            level.permute(0, 3, 1, 2), size=(7, 10), mode="bilinear", align_corners=True
+        )
+        for level in torch_pyramid
+    ]
+    torch_out = torch.nn.functional.conv2d(
+        torch.cat(nchw, 1), torch_kernel.permute(3, 2, 0, 1), padding=1
+    ).permute(0, 2, 3, 1)
+    (torch_out * torch.from_numpy(cotangent)).sum().backward()
+    assert relative_error(jax_out, torch_out.detach().numpy()) < 1e-5
+    flat_grads = [jax_grads[0], jax_grads[1], *jax_grads[2]]
+    for jax_grad, torch_input in zip(flat_grads, torch_inputs, strict=True):
+        assert relative_error(jax_grad, torch_input.grad.numpy()) < 1e-5

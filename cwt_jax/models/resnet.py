@@ -17,7 +17,8 @@ import jax.numpy as jnp
 STAGE_SIZES = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 
 
-_conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+# He initialisation of torchvision's ResNet (fan_out, normal).
+conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
 def stage_sizes(layers: int | Sequence[int]) -> tuple[int, ...]:
@@ -53,7 +54,7 @@ def conv(
         padding=[(padding, padding), (padding, padding)],
         kernel_dilation=dilation,
         use_bias=False,
-        kernel_init=_conv_init,
+        kernel_init=conv_init,
         dtype=dtype,
         name=name,
     )
