@@ -341,7 +341,7 @@ def evaluate(
         image_ids = [i for run in specs for s in run for i in (s["query_id"], *s["support_ids"])]
         variables, cache_rows = feature_cache(
             model, backbone, inputs.val, image_ids, image_size=config.data.image_size,
-            batch_size=batch_size, dtype=jnp.dtype(section.cache_dtype),
+            batch_size=section.cache_batch_size, dtype=jnp.dtype(section.cache_dtype),
         )  # fmt: skip
         eval_step = make_cached_eval_step(model, config.inner)
     else:

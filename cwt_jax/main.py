@@ -15,7 +15,16 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from cwt_jax import convert, data, evaluate, fewshot, initialization, input_pipeline, optimizers
+from cwt_jax import (
+    convert,
+    data,
+    evaluate,
+    fewshot,
+    initialization,
+    input_pipeline,
+    optimizers,
+    sharding,
+)
 from cwt_jax.metatrain import metatrain
 from cwt_jax.metric_writer import MetricWriter
 from cwt_jax.pretrain import pretrain
@@ -64,7 +73,7 @@ def run(config, workdir: str) -> None:
         cwt_params = initialization.load_cwt(
             config.init.cwt, model.bottleneck_dim, config.cwt.heads, "init.cwt"
         )
-    inputs = input_pipeline.prepare(config.data, config.seed, workdir)
+    inputs = sharding.in_turn(lambda: input_pipeline.prepare(config.data, config.seed, workdir))
     if config.mode == "export_episodes":
         specs = data.sample_episodes(
             inputs.val, inputs.test_classes, shot=config.data.shot,
@@ -109,6 +118,10 @@ def _check_batches(config) -> None:
         ]
     if config.mode in ("eval", "all"):
         pairs.append(("eval.num_episodes", "eval.episodes_per_step"))
+        if config.eval.cache_batch_size < 1:
+            raise optimizers.ConfigError(
+                f"eval.cache_batch_size={config.eval.cache_batch_size} must be at least 1."
+            )
     for count_key, batch_key in pairs:
         count, batch = (config[k][v] for k, v in (count_key.split("."), batch_key.split(".")))
         if batch < 1 or count % batch:

@@ -59,6 +59,23 @@ def shard_batch(batch, mesh: Mesh):
     return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
 
 
+def in_turn(function):
+    """Calls `function()` in each process in turn, process 0 first; returns its result.
+
+    For work that must not run concurrently, such as building a dataset in a cache
+    folder: the first process builds it and the others then find it, in a folder they
+    share, or build their own in a local one.
+    """
+    if jax.process_count() == 1:
+        return function()
+    result = None
+    for turn in range(jax.process_count()):
+        if turn == jax.process_index():
+            result = function()
+        multihost_utils.sync_global_devices(f"cwt_jax in_turn {turn}")
+    return result
+
+
 def gather(tree):
     """Fetches (possibly sharded, multi-host) arrays to NumPy on every process."""
     if jax.process_count() == 1:

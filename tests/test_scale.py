@@ -170,8 +170,12 @@ def one_process_results(setup, weights, tmp_path_factory):
 def test_two_processes_give_the_numbers_of_one(
     setup, weights, one_process_results, tmp_path, feature_cache
 ):
-    """Two local processes of 2 CPU devices each (jax.distributed, gloo collectives)."""
+    """Two local processes of 2 CPU devices each (jax.distributed, gloo collectives).
+
+    Both prepare the dataset, in a cache folder of their own that starts empty.
+    """
     settings = {
+        "data.cache_dir": tmp_path / "tfds",
         "eval.feature_cache": feature_cache,
         "distributed.enabled": True,
         "distributed.coordinator_address": f"localhost:{free_port()}",
