@@ -70,16 +70,22 @@ def apply(
       (n, C) adapted weights.
     """
     d_model = weights.shape[-1]
-    qkv_kernel = params["w_qkvs"]["kernel"]  # (C, heads * C)
-    heads = qkv_kernel.shape[-1] // d_model
-    queries = (weights @ qkv_kernel).reshape(-1, heads, d_model)  # (n, heads, C)
-    keys = (query_features.reshape(-1, d_model) @ qkv_kernel).reshape(-1, heads, d_model)
-    scores = jnp.einsum("nhd,lhd->hnl", queries, keys) / jnp.sqrt(jnp.float32(d_model))
+    heads = params["w_qkvs"]["kernel"].shape[-1] // d_model
+    kernel = params["w_qkvs"]["kernel"].reshape(d_model, heads, d_model)  # (C, heads, C)
+    tokens = query_features.reshape(-1, d_model)  # (h * w, C)
+    queries = jnp.einsum("nc,chd->nhd", weights, kernel)
+    # Keys and values are the tokens through `kernel`. With n = 2 queries, moving the
+    # projection onto the queries and onto the attention-pooled tokens (associativity)
+    # gives the same numbers, to round-off, for ~100x fewer FLOPs than projecting h * w
+    # tokens to heads * C channels.
+    query_directions = jnp.einsum("nhd,chd->hnc", queries, kernel)  # (heads, n, C)
+    scores = jnp.einsum("hnc,lc->hnl", query_directions, tokens) / jnp.sqrt(jnp.float32(d_model))
     attention = jax.nn.softmax(scores, axis=-1)  # (heads, n, h * w)
     if dropout_rng is not None:
         attention_rng, output_rng = jax.random.split(dropout_rng)
         attention = _dropout(attention_rng, attention, attention_dropout_rate)
-    heads_output = jnp.einsum("hnl,lhd->nhd", attention, keys).reshape(-1, heads * d_model)
+    pooled = jnp.einsum("hnl,lc->hnc", attention, tokens)  # (heads, n, C)
+    heads_output = jnp.einsum("hnc,chd->nhd", pooled, kernel).reshape(-1, heads * d_model)
     output = heads_output @ params["fc"]["kernel"] + params["fc"]["bias"]
     if dropout_rng is not None:
         output = _dropout(output_rng, output, dropout_rate)
