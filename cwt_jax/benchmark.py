@@ -141,12 +141,13 @@ def benchmark(config, repeats: int) -> dict:
     results["eval_cached_episodes_per_s"] = batch_size / cached_s
 
     images = (batch["support_images"], batch["query_image"])
-    support_features, query_features = evaluate.make_features_step(model)(variables, *images)
+    features_step = evaluate.make_features_step(model)
+    support_features, query_features = features_step(variables, *images)
     scores_args = (
         params, support_features, batch["support_masks"], query_features, batch["query_mask"],
         batch["episode"], key,
     )  # fmt: skip
-    step_flops = program_flops(evaluate.make_features_step(model), variables, *images)
+    step_flops = program_flops(features_step, variables, *images)
     step_flops += program_flops(evaluate.make_episode_scores(model, config.inner), *scores_args)
     inner_optimizer = optimizers.inner_optimizer(config.inner)
 

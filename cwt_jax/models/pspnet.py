@@ -47,8 +47,8 @@ class PyramidBottleneck(nn.Module):
     concatenation, and so is the result, to float round-off. A convolution is a sum over
     its input channels, so it splits into a convolution of x and one term per pyramid map.
     For a map, the bilinear upsampling and the shift of each of the 3 x 3 taps (with the
-    zero padding at the borders) are linear along each spatial axis: (h, bins) and
-    (w, bins) matrices. The term is therefore computed at the map's bins x bins size and
+    zero padding at the borders) are linear along each spatial axis: (h, i) and (w, j)
+    matrices for an (i, j) map. The term is therefore computed at the map's size and
     brought to (h, w) by those matrices. Only x is convolved at full resolution: half the
     FLOPs of PSPNet-50's bottleneck (2048 of its 4096 input channels).
     """
@@ -58,7 +58,7 @@ class PyramidBottleneck(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, pyramid: Sequence[jnp.ndarray]) -> jnp.ndarray:
-        """Maps (N, h, w, C) and (N, b, b, c_b) pyramid maps to (N, h, w, features)."""
+        """Maps (N, h, w, C) and (N, i, j, c) pyramid maps to (N, h, w, features)."""
         channels = x.shape[-1] + sum(level.shape[-1] for level in pyramid)
         kernel = self.param("kernel", resnet.conv_init, (3, 3, channels, self.features))
         x, kernel, *pyramid = nn.dtypes.promote_dtype(x, kernel, *pyramid, dtype=self.dtype)
@@ -69,30 +69,30 @@ class PyramidBottleneck(nn.Module):
         height, width = x.shape[-3:-1]
         row_terms, row_matrices, start = [], [], x.shape[-1]
         for level in pyramid:
-            bins, level_channels = level.shape[-2], level.shape[-1]
+            level_rows, level_columns, level_channels = level.shape[-3:]
             taps = jnp.einsum(
                 "nijc,uvcf->nuvijf", level, kernel[:, :, start : start + level_channels]
-            )  # (N, 3, 3, b, b, features): the map through each tap's weights
+            )  # (N, 3, 3, i, j, features): the map through each tap's weights
             start += level_channels
-            columns = jnp.asarray(_tap_shifted_bilinear(bins, width), x.dtype)  # (3, w, b)
+            columns = _tap_shifted_bilinear(level_columns, width)  # (3, w, j)
             row_terms.append(
-                jnp.einsum("vxj,nuvijf->nuixf", columns, taps).reshape(
-                    (x.shape[0], 3 * bins, width, self.features)
+                jnp.einsum("vxj,nuvijf->nuixf", jnp.asarray(columns, x.dtype), taps).reshape(
+                    (x.shape[0], 3 * level_rows, width, self.features)
                 )
             )
-            rows = _tap_shifted_bilinear(bins, height)  # (3, h, b)
-            row_matrices.append(rows.transpose(1, 0, 2).reshape(height, 3 * bins))
-        rows = jnp.asarray(np.concatenate(row_matrices, axis=1), x.dtype)  # (h, 3 * sum(b))
+            rows = _tap_shifted_bilinear(level_rows, height)  # (3, h, i)
+            row_matrices.append(rows.transpose(1, 0, 2).reshape(height, 3 * level_rows))
+        rows = jnp.asarray(np.concatenate(row_matrices, axis=1), x.dtype)  # (h, 3 * sum(i))
         return out + jnp.einsum("yk,nkxf->nyxf", rows, jnp.concatenate(row_terms, axis=1))
 
 
-def _tap_shifted_bilinear(bins: int, size: int) -> np.ndarray:
-    """(3, size, bins): the bilinear upsampling matrix with its rows moved by tap offsets.
+def _tap_shifted_bilinear(in_size: int, size: int) -> np.ndarray:
+    """(3, size, in_size): the bilinear upsampling matrix with its rows moved by tap offsets.
 
-    Row y of tap u is row y + u - 1 of `interpolate.bilinear_matrix(bins, size)`, or zero
-    where that falls outside [0, size): the zero padding of a 3x3 convolution.
+    Row y of tap u is row y + u - 1 of `interpolate.bilinear_matrix(in_size, size)`, or
+    zero where that falls outside [0, size): the zero padding of a 3x3 convolution.
     """
-    matrix = interpolate.bilinear_matrix(bins, size)
+    matrix = interpolate.bilinear_matrix(in_size, size)
     padded = np.pad(matrix, ((1, 1), (0, 0)))
     return np.stack([padded[tap : tap + size] for tap in range(3)])
 
