@@ -24,6 +24,8 @@ from cwt_jax import (
 from cwt_jax.metric_writer import MetricWriter
 
 EPISODE_ARRAYS = ("support_images", "support_masks", "query_image", "query_mask")
+GATHERED_ARRAYS = ("support_features", "support_masks", "query_features", "query_mask")
+CACHE_MEMORIES = ("device", "host")
 METHODS = ("cwt", "support_only")
 
 
@@ -148,7 +150,28 @@ def make_cached_eval_step(model, inner_config):
     return eval_step
 
 
-def feature_cache(model, backbone, split, image_ids, *, image_size: int, batch_size: int, dtype):
+def make_gathered_eval_step(model, inner_config):
+    """An evaluation step over a batch of B episodes whose features come in the batch.
+
+    For a feature cache kept in host memory: `gathered_batches` gathers each batch's
+    features and masks on the host, and the step runs `make_episode_scores` on them.
+
+    Returns:
+      `eval_step(None, cwt_params, batch, run_key)` -> as `make_episode_scores`; `batch`
+      holds `GATHERED_ARRAYS`, `class_id` (B,) and `episode` (B,) indices.
+    """
+    scores = make_episode_scores(model, inner_config)
+
+    def eval_step(_, cwt_params, batch, run_key):
+        arrays = (batch[name] for name in GATHERED_ARRAYS)
+        return scores(cwt_params, *arrays, batch["episode"], run_key)
+
+    return eval_step
+
+
+def feature_cache(
+    model, backbone, split, image_ids, *, image_size: int, batch_size: int, dtype, on_host=False
+):
     """Features and class-id masks of each distinct image, computed once for an evaluation.
 
     Evaluation applies no augmentation and the backbone is frozen, so an image's
@@ -163,10 +186,10 @@ def feature_cache(model, backbone, split, image_ids, *, image_size: int, batch_s
       image_size: side S of the evaluation transform.
       batch_size: images per backbone pass.
       dtype: storage dtype of the features (float32, or bfloat16 to halve their memory).
+      on_host: keep the cache in host memory (NumPy) instead of on the default device.
 
     Returns:
-      `{"features": (N, h, w, C), "masks": (N, S, S) uint8 class ids}` on the default
-      device, and image id -> row.
+      `{"features": (N, h, w, C), "masks": (N, S, S) uint8 class ids}`, and image id -> row.
     """
     image_ids = sorted(set(image_ids))
     extract = jax.jit(
@@ -187,9 +210,13 @@ def feature_cache(model, backbone, split, image_ids, *, image_size: int, batch_s
     ):
         count = len(images)
         images = np.concatenate([images, np.repeat(images[-1:], batch_size - count, 0)])
-        features.append(extract(backbone, images)[:count])  # one compiled shape
+        batch_features = extract(backbone, images)[:count]  # one compiled shape
+        features.append(jax.device_get(batch_features) if on_host else batch_features)
         masks.append(class_masks)
-    cache = {"features": jnp.concatenate(features), "masks": jnp.asarray(np.concatenate(masks))}
+    if on_host:
+        cache = {"features": np.concatenate(features), "masks": np.concatenate(masks)}
+    else:
+        cache = {"features": jnp.concatenate(features), "masks": jnp.asarray(np.concatenate(masks))}
     return cache, {image_id: row for row, image_id in enumerate(image_ids)}
 
 
@@ -233,6 +260,32 @@ def cached_batches(specs: list[dict], cache_rows: dict[str, int], batch_size: in
         yield {name: column[start : start + share] for name, column in columns.items()}
 
 
+def gathered_batches(batches, cache: dict):
+    """`cached_batches` with their features and masks gathered from a host cache.
+
+    Args:
+      batches: from `cached_batches`.
+      cache: a host-memory cache from `feature_cache(..., on_host=True)`.
+
+    Yields:
+      `GATHERED_ARRAYS` (masks in {0, 1, 255}), `class_id` and `episode`, for
+      `make_gathered_eval_step`.
+    """
+    for batch in batches:
+        class_id = batch["class_id"]
+        support, query = batch["support_index"], batch["query_index"]
+        yield {
+            "support_features": cache["features"][support],
+            "support_masks": data.binary_mask(
+                cache["masks"][support], class_id[:, None, None, None]
+            ),
+            "query_features": cache["features"][query],
+            "query_mask": data.binary_mask(cache["masks"][query], class_id[:, None, None]),
+            "class_id": class_id,
+            "episode": batch["episode"],
+        }
+
+
 def run_episodes(
     eval_step,
     variables,
@@ -250,10 +303,12 @@ def run_episodes(
     Steps are dispatched without waiting for their results, which are fetched at the end.
 
     Args:
-      eval_step: from `make_eval_step` or `make_cached_eval_step`.
-      variables: PSPNet variables, or the feature cache for a cached step.
+      eval_step: from `make_eval_step`, `make_cached_eval_step` or `make_gathered_eval_step`.
+      variables: PSPNet variables, the feature cache for a cached step, or None for a
+        gathered one.
       cwt_params: transformer parameters.
-      batches: from `episode_batches` or `cached_batches`, to match `eval_step`.
+      batches: from `episode_batches`, `cached_batches` or `gathered_batches`, to match
+        `eval_step`.
       num_episodes: episodes in the run; a multiple of `batch_size`.
       batch_size: episodes per compiled step B.
       run_key: key of the run's classifier initialisations.
@@ -339,11 +394,16 @@ def evaluate(
     batch_size = section.episodes_per_step
     if section.feature_cache:
         image_ids = [i for run in specs for s in run for i in (s["query_id"], *s["support_ids"])]
-        variables, cache_rows = feature_cache(
+        on_host = section.cache_memory == "host"
+        cache, cache_rows = feature_cache(
             model, backbone, inputs.val, image_ids, image_size=config.data.image_size,
             batch_size=section.cache_batch_size, dtype=jnp.dtype(section.cache_dtype),
+            on_host=on_host,
         )  # fmt: skip
-        eval_step = make_cached_eval_step(model, config.inner)
+        if on_host:
+            variables, eval_step = None, make_gathered_eval_step(model, config.inner)
+        else:
+            variables, eval_step = cache, make_cached_eval_step(model, config.inner)
     else:
         variables = backbone
         eval_step = make_eval_step(model, config.inner)
@@ -351,6 +411,8 @@ def evaluate(
     for run, episodes in enumerate(tqdm.tqdm(datasets, desc="eval runs")):
         if section.feature_cache:
             batches = cached_batches(specs[run], cache_rows, batch_size)
+            if on_host:
+                batches = gathered_batches(batches, cache)
         else:
             batches = episode_batches(episodes, batch_size, config.data.num_workers)
         scores, predictions = run_episodes(

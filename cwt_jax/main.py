@@ -57,6 +57,11 @@ def run(config, workdir: str) -> None:
         )
     _check_writable(workdir)
     optimizers.inner_optimizer(config.inner)
+    if config.eval.cache_memory not in evaluate.CACHE_MEMORIES:
+        raise optimizers.ConfigError(
+            f"eval.cache_memory={config.eval.cache_memory!r} is not one of "
+            f"{', '.join(evaluate.CACHE_MEMORIES)}."
+        )
     if config.inner.init not in fewshot.CLASSIFIER_INITS:
         raise optimizers.ConfigError(
             f"inner.init={config.inner.init!r} is not one of {', '.join(fewshot.CLASSIFIER_INITS)}."

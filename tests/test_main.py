@@ -605,6 +605,7 @@ def test_user_error_ends_the_run_with_one_clear_line(jobs, settings, case):
         ({"cwt.heads": 2 * HEADS}, convert.ConversionError, "init.cwt=.* does not fit"),
         ({"mode": "train"}, optimizers.ConfigError, "mode='train' is not one of"),
         ({"eval.cache_batch_size": 0}, optimizers.ConfigError, "cache_batch_size=0 must be"),
+        ({"eval.cache_memory": "disk"}, optimizers.ConfigError, "cache_memory='disk' is not"),
     ],
 )
 def test_inputs_are_checked_before_any_work(

@@ -48,16 +48,22 @@ def setup(tmp_path_factory):
     }
 
 
-def run(setup, batch_size, cached=False, model=None):
+def run(setup, batch_size, cache=None, model=None):
+    """Evaluates the setup's episodes; `cache` is None, "device" or "host"."""
     model = model or setup["model"]
-    if cached:
+    if cache:
         ids = [i for s in setup["specs"] for i in (s["query_id"], *s["support_ids"])]
         variables, rows = evaluate.feature_cache(
             model, setup["backbone"], setup["val"], ids,
-            image_size=SIZE, batch_size=4, dtype=jnp.float32,
+            image_size=SIZE, batch_size=4, dtype=jnp.float32, on_host=cache == "host",
         )  # fmt: skip
-        step = evaluate.make_cached_eval_step(model, setup["config"].inner)
         batches = evaluate.cached_batches(setup["specs"], rows, batch_size)
+        if cache == "host":
+            assert isinstance(variables["features"], np.ndarray)
+            step = evaluate.make_gathered_eval_step(model, setup["config"].inner)
+            batches, variables = evaluate.gathered_batches(batches, variables), None
+        else:
+            step = evaluate.make_cached_eval_step(model, setup["config"].inner)
     else:
         variables = setup["backbone"]
         step = evaluate.make_eval_step(model, setup["config"].inner)
@@ -86,15 +92,16 @@ def test_results_do_not_depend_on_batch_size_or_devices(setup):
         assert_same_results(run(setup, batch_size), reference)
 
 
-def test_feature_cache_gives_the_same_numbers(setup):
-    assert_same_results(run(setup, 4, cached=True), run(setup, 4))
+@pytest.mark.parametrize("cache", ["device", "host"])
+def test_feature_cache_gives_the_same_numbers(setup, cache):
+    assert_same_results(run(setup, 4, cache=cache), run(setup, 4))
 
 
 def test_bfloat16_backbone_stays_close(setup):
     config = setup["config"].copy_and_resolve_references()
     config.model.dtype = "bfloat16"
-    float32 = run(setup, 8, cached=True)
-    bfloat16 = run(setup, 8, cached=True, model=initialization.pspnet(config.model))
+    float32 = run(setup, 8, cache="device")
+    bfloat16 = run(setup, 8, cache="device", model=initialization.pspnet(config.model))
     assert abs(bfloat16["cwt"]["miou"] - float32["cwt"]["miou"]) < 0.05
 
 
@@ -166,9 +173,9 @@ def one_process_results(setup, weights, tmp_path_factory):
     return json.loads((workdir / "results.json").read_text())
 
 
-@pytest.mark.parametrize("feature_cache", [True, False])
+@pytest.mark.parametrize("cache", ["device", "host", None])
 def test_two_processes_give_the_numbers_of_one(
-    setup, weights, one_process_results, tmp_path, feature_cache
+    setup, weights, one_process_results, tmp_path, cache
 ):
     """Two local processes of 2 CPU devices each (jax.distributed, gloo collectives).
 
@@ -176,7 +183,8 @@ def test_two_processes_give_the_numbers_of_one(
     """
     settings = {
         "data.cache_dir": tmp_path / "tfds",
-        "eval.feature_cache": feature_cache,
+        "eval.feature_cache": cache is not None,
+        "eval.cache_memory": cache or "device",
         "distributed.enabled": True,
         "distributed.coordinator_address": f"localhost:{free_port()}",
         "distributed.num_processes": 2,
