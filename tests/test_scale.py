@@ -179,7 +179,7 @@ def test_two_processes_give_the_numbers_of_one(
 ):
     """Two local processes of 2 CPU devices each (jax.distributed, gloo collectives).
 
-    Both prepare the dataset, in a cache folder of their own that starts empty.
+    Both prepare the dataset, in one cache folder that starts empty.
     """
     settings = {
         "data.cache_dir": tmp_path / "tfds",
