@@ -115,41 +115,6 @@ def make_eval_step(model, inner_config):
     return eval_step
 
 
-def make_cached_eval_step(model, inner_config):
-    """An evaluation step over a batch of B episodes whose images are in a feature cache.
-
-    The episodes' {0, 1, 255} masks are made on the device from the cached class-id
-    masks, so a batch is only indices: nothing is decoded or copied per episode.
-
-    Returns:
-      `eval_step(cache, cwt_params, batch, run_key)` -> as `make_episode_scores`; `cache`
-      is from `feature_cache`, `batch` holds `support_index` (B, K) and `query_index` (B,)
-      rows of the cache, `class_id` (B,) and `episode` (B,) indices.
-    """
-    scores = make_episode_scores(model, inner_config)
-
-    @jax.jit
-    def gather(cache, batch):
-        def masks(rows):  # (B, ...) cache rows -> (B, ..., S, S) masks of the episode's class
-            class_id = batch["class_id"].reshape((-1,) + (1,) * (rows.ndim + 1))
-            return data.binary_mask(cache["masks"][rows], class_id)
-
-        support_index, query_index = batch["support_index"], batch["query_index"]
-        return (
-            cache["features"][support_index], masks(support_index),
-            cache["features"][query_index], masks(query_index),
-        )  # fmt: skip
-
-    def eval_step(cache, cwt_params, batch, run_key):
-        support_features, support_masks, query_features, query_masks = gather(cache, batch)
-        return scores(
-            cwt_params, support_features, support_masks, query_features, query_masks,
-            batch["episode"], run_key,
-        )  # fmt: skip
-
-    return eval_step
-
-
 def make_gathered_eval_step(model, inner_config):
     """An evaluation step over a batch of B episodes whose features come in the batch.
 
@@ -165,6 +130,28 @@ def make_gathered_eval_step(model, inner_config):
     def eval_step(_, cwt_params, batch, run_key):
         arrays = (batch[name] for name in GATHERED_ARRAYS)
         return scores(cwt_params, *arrays, batch["episode"], run_key)
+
+    return eval_step
+
+
+def make_cached_eval_step(model, inner_config):
+    """An evaluation step over a batch of B episodes whose images are in a feature cache.
+
+    The batch's features and {0, 1, 255} masks are gathered on the device
+    (`gather_episodes`), so a batch is only indices: nothing is decoded or copied per
+    episode. Then as `make_gathered_eval_step`.
+
+    Returns:
+      `eval_step(cache, cwt_params, batch, run_key)` -> as `make_episode_scores`; `cache`
+      is from `feature_cache`, `batch` holds `support_index` (B, K) and `query_index` (B,)
+      rows of the cache, `class_id` (B,) and `episode` (B,) indices.
+    """
+    gathered_step = make_gathered_eval_step(model, inner_config)
+    gather = jax.jit(gather_episodes)
+
+    def eval_step(cache, cwt_params, batch, run_key):
+        gathered = {**gather(cache, batch), "episode": batch["episode"]}
+        return gathered_step(None, cwt_params, gathered, run_key)
 
     return eval_step
 
@@ -260,6 +247,33 @@ def cached_batches(specs: list[dict], cache_rows: dict[str, int], batch_size: in
         yield {name: column[start : start + share] for name, column in columns.items()}
 
 
+def gather_episodes(cache: dict, batch: dict) -> dict:
+    """The features and {0, 1, 255} masks of a batch of `cached_batches`.
+
+    Works on a device cache inside `jax.jit` and on a host (NumPy) cache alike.
+
+    Args:
+      cache: from `feature_cache`.
+      batch: `support_index` (B, K), `query_index` (B,) and `class_id` (B,).
+
+    Returns:
+      `GATHERED_ARRAYS`: features (B, K, h, w, C) and (B, h, w, C), uint8 masks
+      (B, K, S, S) and (B, S, S).
+    """
+
+    def masks(rows):  # (B, ...) cache rows -> (B, ..., S, S) masks of the episode's class
+        class_id = batch["class_id"].reshape((-1,) + (1,) * (rows.ndim + 1))
+        return data.binary_mask(cache["masks"][rows], class_id)
+
+    support, query = batch["support_index"], batch["query_index"]
+    return {
+        "support_features": cache["features"][support],
+        "support_masks": masks(support),
+        "query_features": cache["features"][query],
+        "query_mask": masks(query),
+    }
+
+
 def gathered_batches(batches, cache: dict):
     """`cached_batches` with their features and masks gathered from a host cache.
 
@@ -268,20 +282,12 @@ def gathered_batches(batches, cache: dict):
       cache: a host-memory cache from `feature_cache(..., on_host=True)`.
 
     Yields:
-      `GATHERED_ARRAYS` (masks in {0, 1, 255}), `class_id` and `episode`, for
-      `make_gathered_eval_step`.
+      `GATHERED_ARRAYS`, `class_id` and `episode`, for `make_gathered_eval_step`.
     """
     for batch in batches:
-        class_id = batch["class_id"]
-        support, query = batch["support_index"], batch["query_index"]
         yield {
-            "support_features": cache["features"][support],
-            "support_masks": data.binary_mask(
-                cache["masks"][support], class_id[:, None, None, None]
-            ),
-            "query_features": cache["features"][query],
-            "query_mask": data.binary_mask(cache["masks"][query], class_id[:, None, None]),
-            "class_id": class_id,
+            **gather_episodes(cache, batch),
+            "class_id": batch["class_id"],
             "episode": batch["episode"],
         }
 

@@ -179,10 +179,9 @@ def inference_compiler_options() -> dict[str, str]:
 
     On CPU, XLA's YNNPACK dot fusion also takes the convolutions: PSPNet-50's forward at
     233 px went from 0.9 to 0.5-0.6 s per image on a 2-core AVX-512 machine (same numbers
-    to float round-off). It slows the small matrix products of the inner loop (by ~15%)
-    and the demo model's training steps, so training does not use it. Elsewhere, or where XLA
-    lacks the option, none. Evaluation compiles both its steps with these options, so that
-    cached and uncached evaluation fit the same classifiers to the bit.
+    to float round-off). It slows small matrix products: the inner loop (2x at 8 episodes
+    per step) and the demo model's training steps, so only backbone-only programs use it.
+    Elsewhere, or where XLA lacks the option, none.
 
     Returns:
       `compiler_options` for `jax.jit`.
