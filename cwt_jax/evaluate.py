@@ -162,8 +162,10 @@ def feature_cache(
     """Features and class-id masks of each distinct image, computed once for an evaluation.
 
     Evaluation applies no augmentation and the backbone is frozen, so an image's
-    features are the same in every episode that uses it. Images are decoded and
-    transformed by grain in threads while the device runs the backbone.
+    features are the same in every episode that uses it. Each backbone pass of
+    `batch_size` images is split over the devices of all processes: each process decodes
+    its share of the images (grain, in threads, while the devices run), and the pass's
+    outputs are gathered onto every device, or to every process's host memory.
 
     Args:
       model: the PSPNet.
@@ -171,16 +173,20 @@ def feature_cache(
       split: the split holding the images.
       image_ids: ids of the images needed.
       image_size: side S of the evaluation transform.
-      batch_size: images per backbone pass.
+      batch_size: images per backbone pass, over all devices.
       dtype: storage dtype of the features (float32, or bfloat16 to halve their memory).
-      on_host: keep the cache in host memory (NumPy) instead of on the default device.
+      on_host: keep the cache in host memory (NumPy) instead of on the devices.
 
     Returns:
-      `{"features": (N, h, w, C), "masks": (N, S, S) uint8 class ids}`, and image id -> row.
+      `{"features": (N, h, w, C), "masks": (N, S, S) uint8 class ids}`, replicated on
+      every device of the mesh or NumPy arrays, and image id -> row.
     """
     image_ids = sorted(set(image_ids))
+    mesh = sharding.data_mesh(batch_size, "eval.cache_batch_size")
+    backbone = sharding.replicate(backbone, mesh)
     extract = jax.jit(
-        lambda variables, images: model.apply(variables, images).astype(dtype),
+        lambda variables, images, masks: (model.apply(variables, images).astype(dtype), masks),
+        out_shardings=sharding.replicated(mesh),
         compiler_options=models.inference_compiler_options(),
     )
 
@@ -190,21 +196,76 @@ def feature_cache(
         )
         return image, mask.astype(np.uint8)
 
-    loaded = grain.MapDataset.source(image_ids).map(load).batch(batch_size).to_iter_dataset()
+    # Whole batches (one compiled shape): the last is padded with copies of the last image.
+    padded = image_ids + image_ids[-1:] * (-len(image_ids) % batch_size)
+    share = batch_size // jax.process_count()
+    own_ids = [
+        i for row, i in enumerate(padded) if row % batch_size // share == jax.process_index()
+    ]
+    loaded = grain.MapDataset.source(own_ids).map(load).batch(share).to_iter_dataset()
     features, masks = [], []
-    for images, class_masks in tqdm.tqdm(
-        loaded, desc="feature cache", total=-(-len(image_ids) // batch_size), leave=False
+    for start, own_batch in zip(
+        tqdm.tqdm(range(0, len(image_ids), batch_size), desc="feature cache", leave=False),
+        loaded,
+        strict=True,
     ):
-        count = len(images)
-        images = np.concatenate([images, np.repeat(images[-1:], batch_size - count, 0)])
-        batch_features = extract(backbone, images)[:count]  # one compiled shape
-        features.append(jax.device_get(batch_features) if on_host else batch_features)
-        masks.append(class_masks)
-    if on_host:
-        cache = {"features": np.concatenate(features), "masks": np.concatenate(masks)}
-    else:
-        cache = {"features": jnp.concatenate(features), "masks": jnp.asarray(np.concatenate(masks))}
+        batch_features, batch_masks = extract(backbone, *sharding.shard_batch(own_batch, mesh))
+        count = min(batch_size, len(image_ids) - start)
+        if on_host:
+            batch_features, batch_masks = jax.device_get((batch_features, batch_masks))
+        features.append(batch_features[:count])
+        masks.append(batch_masks[:count])
+    concatenate = np.concatenate if on_host else jnp.concatenate
+    cache = {"features": concatenate(features), "masks": concatenate(masks)}
     return cache, {image_id: row for row, image_id in enumerate(image_ids)}
+
+
+def prepare_runs(config, model, backbone, split, runs: list[list[dict]]):
+    """The step, its variables and the batches that evaluate each run of episodes.
+
+    With `eval.feature_cache`, the features of every image of the runs are computed here,
+    once (`feature_cache`, kept in `eval.cache_memory`), and the step gathers them;
+    without it, each step runs the backbone on its episodes' images.
+
+    Args:
+      config: the whole config (its `data`, `inner` and `eval` sections are read).
+      model: the PSPNet.
+      backbone: its variables.
+      split: the split holding the episodes' images.
+      runs: each run's episode specs.
+
+    Returns:
+      `(eval_step, variables, batches)` for `run_episodes`; `batches(run)` yields the
+      batches of run `run`.
+    """
+    section, batch_size = config.eval, config.eval.episodes_per_step
+    datasets = [  # checks every episode's images and class before any work
+        data.episodes_from_list(split, specs, image_size=config.data.image_size) for specs in runs
+    ]
+    if not section.feature_cache:
+        return (
+            make_eval_step(model, config.inner),
+            backbone,
+            lambda run: episode_batches(datasets[run], batch_size, config.data.num_workers),
+        )
+    image_ids = [i for specs in runs for s in specs for i in (s["query_id"], *s["support_ids"])]
+    on_host = section.cache_memory == "host"
+    cache, rows = feature_cache(
+        model, backbone, split, image_ids, image_size=config.data.image_size,
+        batch_size=section.cache_batch_size, dtype=jnp.dtype(section.cache_dtype),
+        on_host=on_host,
+    )  # fmt: skip
+    if on_host:
+        return (
+            make_gathered_eval_step(model, config.inner),
+            None,
+            lambda run: gathered_batches(cached_batches(runs[run], rows, batch_size), cache),
+        )
+    return (
+        make_cached_eval_step(model, config.inner),
+        cache,
+        lambda run: cached_batches(runs[run], rows, batch_size),
+    )
 
 
 def episode_batches(episodes, batch_size: int, workers: int):
@@ -393,37 +454,13 @@ def evaluate(
             for run in range(section.num_runs)
         ]
     specs = [list(run_specs) for run_specs in specs]
-    datasets = [
-        data.episodes_from_list(inputs.val, run_specs, image_size=config.data.image_size)
-        for run_specs in specs
-    ]
-    batch_size = section.episodes_per_step
-    if section.feature_cache:
-        image_ids = [i for run in specs for s in run for i in (s["query_id"], *s["support_ids"])]
-        on_host = section.cache_memory == "host"
-        cache, cache_rows = feature_cache(
-            model, backbone, inputs.val, image_ids, image_size=config.data.image_size,
-            batch_size=section.cache_batch_size, dtype=jnp.dtype(section.cache_dtype),
-            on_host=on_host,
-        )  # fmt: skip
-        if on_host:
-            variables, eval_step = None, make_gathered_eval_step(model, config.inner)
-        else:
-            variables, eval_step = cache, make_cached_eval_step(model, config.inner)
-    else:
-        variables = backbone
-        eval_step = make_eval_step(model, config.inner)
+    eval_step, variables, batches = prepare_runs(config, model, backbone, inputs.val, specs)
     runs = []
-    for run, episodes in enumerate(tqdm.tqdm(datasets, desc="eval runs")):
-        if section.feature_cache:
-            batches = cached_batches(specs[run], cache_rows, batch_size)
-            if on_host:
-                batches = gathered_batches(batches, cache)
-        else:
-            batches = episode_batches(episodes, batch_size, config.data.num_workers)
+    for run, run_specs in enumerate(tqdm.tqdm(specs, desc="eval runs")):
         scores, predictions = run_episodes(
-            eval_step, variables, cwt_params, batches, num_episodes=len(episodes),
-            batch_size=batch_size, run_key=jax.random.fold_in(jax.random.key(config.seed), run),
+            eval_step, variables, cwt_params, batches(run), num_episodes=len(run_specs),
+            batch_size=section.episodes_per_step,
+            run_key=jax.random.fold_in(jax.random.key(config.seed), run),
             keep_predictions=section.visualize if run == 0 else 0, description=f"eval run {run}",
         )  # fmt: skip
         runs.append(scores)
@@ -431,6 +468,9 @@ def evaluate(
             "eval", run, {f"{m}_{k}": scores[m][k] for m in METHODS for k in ("miou", "fb_iou")}
         )
         if len(predictions) and jax.process_index() == 0:
+            episodes = data.episodes_from_list(
+                inputs.val, run_specs, image_size=config.data.image_size
+            )
             write_panels(os.path.join(workdir, "visualize"), episodes, predictions)
     results = {**_summary(runs, "cwt"), "support_only": _summary(runs, "support_only")}
     results["runs"] = runs

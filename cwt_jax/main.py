@@ -123,10 +123,10 @@ def _check_batches(config) -> None:
         ]
     if config.mode in ("eval", "all"):
         pairs.append(("eval.num_episodes", "eval.episodes_per_step"))
-        if config.eval.cache_batch_size < 1:
-            raise optimizers.ConfigError(
-                f"eval.cache_batch_size={config.eval.cache_batch_size} must be at least 1."
-            )
+    if pairs and config.eval.cache_batch_size < 1:  # the cache serves validation too
+        raise optimizers.ConfigError(
+            f"eval.cache_batch_size={config.eval.cache_batch_size} must be at least 1."
+        )
     for count_key, batch_key in pairs:
         count, batch = (config[k][v] for k, v in (count_key.split("."), batch_key.split(".")))
         if batch < 1 or count % batch:

@@ -1,5 +1,7 @@
 """Stage 2: episodic meta-training of the CWT on a frozen backbone."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -99,10 +101,11 @@ def metatrain(
         image_size=config.data.image_size, num_episodes=total_steps * episodes_per_step,
         seed=config.seed, augmentation=data.Augmentation(),
     )  # fmt: skip
-    val_data = data.eval_episodes(
+    val_specs = data.sample_episodes(
         inputs.val, inputs.test_classes, shot=config.data.shot,
-        image_size=config.data.image_size, num_episodes=section.val_episodes, seed=config.seed,
+        num_episodes=section.val_episodes, seed=config.seed, shuffle_queries=False,
     )  # fmt: skip
+    val_specs = list(val_specs)
     params = cwt.init(jax.random.key(config.seed), model.bottleneck_dim, config.cwt.heads)
     state = {
         "step": jnp.zeros((), jnp.int32),
@@ -111,7 +114,10 @@ def metatrain(
         "best_miou": jnp.full((), -1.0, jnp.float32),
     }
     train_step = make_train_step(model, config)
-    eval_step = evaluate.make_eval_step(model, config.inner)
+    # The same episodes every epoch: their feature cache (if any) is made once, when needed.
+    validation = functools.cache(
+        lambda: evaluate.prepare_runs(config, model, backbone, inputs.val, [val_specs])
+    )
     workers = config.data.num_workers
 
     def batches(start_step):
@@ -120,11 +126,10 @@ def metatrain(
             yield {name: batch[name] for name in evaluate.EPISODE_ARRAYS}
 
     def validate(state):
-        batch_size = config.eval.episodes_per_step
+        eval_step, variables, val_batches = validation()
         scores, _ = evaluate.run_episodes(
-            eval_step, backbone, state["params"],
-            evaluate.episode_batches(val_data, batch_size, workers),
-            num_episodes=len(val_data), batch_size=batch_size,
+            eval_step, variables, state["params"], val_batches(0),
+            num_episodes=len(val_specs), batch_size=config.eval.episodes_per_step,
             run_key=jax.random.fold_in(jax.random.key(config.seed), 0), description="validation",
         )  # fmt: skip
         return {"miou": scores["cwt"]["miou"], "support_only_miou": scores["support_only"]["miou"]}

@@ -14,6 +14,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from cwt_jax import optimizers
+
 DATA_AXIS = "data"
 
 
@@ -31,7 +33,7 @@ def data_mesh(batch_size: int, key: str) -> Mesh:
     count = math.gcd(batch_size, len(devices))
     if count < len(devices):
         if jax.process_count() > 1:
-            raise ValueError(
+            raise optimizers.ConfigError(
                 f"{key}={batch_size} must be a multiple of the {len(devices)} devices of a "
                 "multi-host run."
             )
@@ -42,15 +44,27 @@ def data_mesh(batch_size: int, key: str) -> Mesh:
     return Mesh(np.asarray(devices[:count]), (DATA_AXIS,))
 
 
+def replicated(mesh: Mesh) -> NamedSharding:
+    """The sharding of an array held whole on every device of the mesh."""
+    return NamedSharding(mesh, PartitionSpec())
+
+
 def replicate(tree, mesh: Mesh):
-    """Places a pytree, the same on every process, on every device of the mesh."""
-    sharding = NamedSharding(mesh, PartitionSpec())
+    """Places a pytree, the same on every process, on every device of the mesh.
+
+    Leaves already replicated on the mesh are kept as they are, without a copy.
+    """
+    sharding = replicated(mesh)
     if jax.process_count() == 1:
         return jax.device_put(tree, sharding)
-    # Each process supplies its own copy: device_put cannot reach other hosts' devices.
-    return jax.tree.map(
-        lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree
-    )
+
+    def place(leaf):
+        if isinstance(leaf, jax.Array) and leaf.sharding.is_equivalent_to(sharding, leaf.ndim):
+            return leaf
+        # Each process supplies its own copy: device_put cannot reach other hosts' devices.
+        return jax.make_array_from_process_local_data(sharding, np.asarray(leaf))
+
+    return jax.tree.map(place, tree)
 
 
 def shard_batch(batch, mesh: Mesh):

@@ -356,6 +356,23 @@ def test_metatrain_mode_trains_the_cwt_on_the_given_backbone(metatrained):
     assert not os.path.exists(os.path.join(metatrained, "results.json"))
 
 
+def test_metatrain_validation_gives_the_same_numbers_without_the_feature_cache(
+    metatrained, metatrain_settings, tmp_path
+):
+    """Validation reuses one feature cache every epoch (the default) or runs the backbone."""
+    cached, _ = metatrained
+    workdir = str(tmp_path / "uncached")
+    main.run(tiny_config({**metatrain_settings, "eval.feature_cache": False}), workdir)
+    names = ("loss", "val_miou", "val_support_only_miou")
+    expected, actual = read_metrics(cached), read_metrics(workdir)
+    assert [line.keys() & set(names) for line in actual] == [
+        line.keys() & set(names) for line in expected
+    ]
+    for line, reference in zip(actual, expected, strict=True):
+        for name in line.keys() & set(names):
+            np.testing.assert_allclose(line[name], reference[name], rtol=1e-6)
+
+
 def test_non_default_inner_optimizer_runs_end_to_end(settings, converted, converted_eval, tmp_path):
     workdir = str(tmp_path / "adam")
     overrides = {

@@ -62,7 +62,9 @@ def run(setup, batch_size, cache=None, model=None):
             assert isinstance(variables["features"], np.ndarray)
             step = evaluate.make_gathered_eval_step(model, setup["config"].inner)
             batches, variables = evaluate.gathered_batches(batches, variables), None
-        else:
+        else:  # built over the 4 devices, it stays on each of them for every run
+            assert variables["features"].sharding.is_fully_replicated
+            assert variables["features"].sharding.device_set == set(jax.devices())
             step = evaluate.make_cached_eval_step(model, setup["config"].inner)
     else:
         variables = setup["backbone"]
@@ -210,9 +212,13 @@ def test_two_processes_give_the_numbers_of_one(
         assert process.returncode == 0, log.read_text()[-3000:]
     one, two = one_process_results, json.loads((tmp_path / "results.json").read_text())
     assert 0 < one["miou"] < 1
+    # Equal to a query pixel: XLA's CPU convolutions round differently with 4 devices in
+    # one process than with 2 in each of two (features 2e-7 apart; 2 x 2 gives the bits
+    # of one device), which can flip a pixel on the decision boundary. A pixel moves a
+    # class IoU by under 1e-3 here; images or episodes out of place move it by far more.
     for method in ("cwt", "support_only"):
         expected, actual = (one, two) if method == "cwt" else (one[method], two[method])
         assert actual["per_class_iou"].keys() == expected["per_class_iou"].keys()
-        np.testing.assert_allclose(actual["miou"], expected["miou"], rtol=1e-6)
+        np.testing.assert_allclose(actual["miou"], expected["miou"], atol=1e-3)
         for class_id, value in expected["per_class_iou"].items():
-            np.testing.assert_allclose(actual["per_class_iou"][class_id], value, rtol=1e-6)
+            np.testing.assert_allclose(actual["per_class_iou"][class_id], value, atol=1e-3)
