@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -44,34 +43,26 @@ def setup(tmp_path_factory):
         "cwt": cwt.init(jax.random.key(1), 16, 2),
         "val": val,
         "specs": specs,
-        "episodes": data.episodes_from_list(val, specs, image_size=SIZE),
     }
 
 
 def run(setup, batch_size, cache=None, model=None):
     """Evaluates the setup's episodes; `cache` is None, "device" or "host"."""
-    model = model or setup["model"]
-    if cache:
-        ids = [i for s in setup["specs"] for i in (s["query_id"], *s["support_ids"])]
-        variables, rows = evaluate.feature_cache(
-            model, setup["backbone"], setup["val"], ids,
-            image_size=SIZE, batch_size=4, dtype=jnp.float32, on_host=cache == "host",
-        )  # fmt: skip
-        batches = evaluate.cached_batches(setup["specs"], rows, batch_size)
-        if cache == "host":
-            assert isinstance(variables["features"], np.ndarray)
-            step = evaluate.make_gathered_eval_step(model, setup["config"].inner)
-            batches, variables = evaluate.gathered_batches(batches, variables), None
-        else:  # built over the 4 devices, it stays on each of them for every run
-            assert variables["features"].sharding.is_fully_replicated
-            assert variables["features"].sharding.device_set == set(jax.devices())
-            step = evaluate.make_cached_eval_step(model, setup["config"].inner)
-    else:
-        variables = setup["backbone"]
-        step = evaluate.make_eval_step(model, setup["config"].inner)
-        batches = evaluate.episode_batches(setup["episodes"], batch_size, workers=0)
+    config = setup["config"].copy_and_resolve_references()
+    config.data.image_size, config.data.num_workers = SIZE, 0
+    config.eval.episodes_per_step, config.eval.cache_batch_size = batch_size, 4
+    config.eval.feature_cache, config.eval.cache_memory = cache is not None, cache or "device"
+    step, variables, batches = evaluate.prepare_runs(
+        config, model or setup["model"], setup["backbone"], setup["val"], [setup["specs"]]
+    )
+    if cache == "host":  # features come with the batches, from host memory
+        assert variables is None
+        assert isinstance(next(batches(0))["support_features"], np.ndarray)
+    elif cache == "device":  # built over the 4 devices, it stays on each of them for every run
+        assert variables["features"].sharding.is_fully_replicated
+        assert variables["features"].sharding.device_set == set(jax.devices())
     results, _ = evaluate.run_episodes(
-        step, variables, setup["cwt"], batches, num_episodes=EPISODES, batch_size=batch_size,
+        step, variables, setup["cwt"], batches(0), num_episodes=EPISODES, batch_size=batch_size,
         run_key=jax.random.key(3),
     )  # fmt: skip
     return results
