@@ -443,17 +443,15 @@ def evaluate(
         specs = [episode_list]
     else:
         specs = [
-            data.sample_episodes(
+            data.sample_episode_list(
                 inputs.val,
                 inputs.test_classes,
                 shot=config.data.shot,
                 num_episodes=section.num_episodes,
                 seed=config.seed + run,
-                shuffle_queries=False,
-            )  # fmt: skip
+            )
             for run in range(section.num_runs)
         ]
-    specs = [list(run_specs) for run_specs in specs]
     eval_step, variables, batches = prepare_runs(config, model, backbone, inputs.val, specs)
     runs = []
     for run, run_specs in enumerate(tqdm.tqdm(specs, desc="eval runs")):

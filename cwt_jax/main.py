@@ -80,9 +80,9 @@ def run(config, workdir: str) -> None:
         )
     inputs = sharding.in_turn(lambda: input_pipeline.prepare(config.data, config.seed, workdir))
     if config.mode == "export_episodes":
-        specs = data.sample_episodes(
+        specs = data.sample_episode_list(
             inputs.val, inputs.test_classes, shot=config.data.shot,
-            num_episodes=config.eval.num_episodes, seed=config.seed, shuffle_queries=False,
+            num_episodes=config.eval.num_episodes, seed=config.seed,
         )  # fmt: skip
         data.write_episode_list(os.path.join(workdir, "episodes.json"), specs)
         print(f"Wrote {len(specs)} episodes to {os.path.join(workdir, 'episodes.json')}")

@@ -101,11 +101,10 @@ def metatrain(
         image_size=config.data.image_size, num_episodes=total_steps * episodes_per_step,
         seed=config.seed, augmentation=data.Augmentation(),
     )  # fmt: skip
-    val_specs = data.sample_episodes(
+    val_specs = data.sample_episode_list(
         inputs.val, inputs.test_classes, shot=config.data.shot,
-        num_episodes=section.val_episodes, seed=config.seed, shuffle_queries=False,
+        num_episodes=section.val_episodes, seed=config.seed,
     )  # fmt: skip
-    val_specs = list(val_specs)
     params = cwt.init(jax.random.key(config.seed), model.bottleneck_dim, config.cwt.heads)
     state = {
         "step": jnp.zeros((), jnp.int32),

@@ -16,6 +16,7 @@ from cwt_jax.data import (
     make_loader,
     open_split,
     read_episode_list,
+    sample_episode_list,
     sample_episodes,
     train_episodes,
     write_episode_list,
@@ -122,12 +123,14 @@ def test_batches_do_not_depend_on_workers_or_sharding(synthetic_dir):
 def test_episode_lists_round_trip(synthetic_dir, tmp_path):
     val = open_split(synthetic_dir, "val")
     novel = class_split("synthetic", 1).novel
-    specs = sample_episodes(val, novel, shot=2, num_episodes=6, seed=0, shuffle_queries=False)
+    specs = sample_episode_list(val, novel, shot=2, num_episodes=6, seed=0)
+    sampled = sample_episodes(val, novel, shot=2, num_episodes=6, seed=0, shuffle_queries=False)
+    assert specs == [sampled[i] for i in range(6)]
     path = str(tmp_path / "episodes.json")
-    write_episode_list(path, (specs[i] for i in range(len(specs))))
+    write_episode_list(path, specs)
     listed = json.load(open(path))
     assert listed[0].keys() == {"class_id", "query_id", "support_ids"}
-    assert read_episode_list(path) == [specs[i] for i in range(6)]
+    assert read_episode_list(path) == specs
     imported = episodes_from_list(val, read_episode_list(path), image_size=40)
     sampled = eval_episodes(val, novel, shot=2, image_size=40, num_episodes=6, seed=0)
     for i in range(6):

@@ -30,11 +30,7 @@ def setup(tmp_path_factory):
     )
     val = data.open_split(dataset_dir, "val")
     classes = data.class_split("synthetic", 0).novel
-    specs = list(
-        data.sample_episodes(
-            val, classes, shot=SHOT, num_episodes=EPISODES, seed=0, shuffle_queries=False
-        )
-    )
+    specs = data.sample_episode_list(val, classes, shot=SHOT, num_episodes=EPISODES, seed=0)
     return {
         "config": config,
         "cache_dir": cache_dir,

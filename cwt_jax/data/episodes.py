@@ -75,6 +75,35 @@ def sample_episodes(
     return dataset.random_map(_EpisodeSampler(split, tuple(classes), shot), seed=seed)
 
 
+def sample_episode_list(
+    split: Split, classes: Sequence[int], *, shot: int, num_episodes: int, seed: int
+) -> list[dict]:
+    """Evaluation episode specs (queries in list order) as a list.
+
+    The specs of ``sample_episodes(..., shuffle_queries=False)``, read by index: iterating
+    the MapDataset starts grain's prefetch threads, which cost eight times the sampling
+    (0.8 s instead of 0.1 s per 1000 episodes on 2 CPU cores).
+
+    Args:
+      split: The split to draw queries and supports from.
+      classes: The test classes.
+      shot: Number of support images K.
+      num_episodes: Number of episodes.
+      seed: Episode seed.
+
+    Returns:
+      Specs ``{"class_id": int, "query_id": str, "support_ids": [str]}``.
+
+    Raises:
+      DataError: if a class has fewer than ``shot + 1`` eligible images.
+
+    """
+    specs = sample_episodes(
+        split, classes, shot=shot, num_episodes=num_episodes, seed=seed, shuffle_queries=False
+    )
+    return [specs[index] for index in range(len(specs))]
+
+
 def train_episodes(
     split: Split,
     classes: Sequence[int],
