@@ -21,12 +21,18 @@ from cwt_jax.metric_writer import MetricWriter
 
 
 def make_train_step(model, config):
-    """A jitted meta-training step on a batch of B episodes.
+    """A meta-training step on a batch of B episodes: two jitted programs.
 
-    Per episode the support classifier is fitted from a fresh initialisation (no gradient
+    The frozen backbone's pass is evaluation's (`evaluate.make_features_step`, compiled
+    with `models.inference_compiler_options()`); no gradient reaches it. Then, per
+    episode, the support classifier is fitted from a fresh initialisation (no gradient
     flows through the inner loop: it does not depend on the CWT), the CWT adapts it to the
     query in training mode, and the loss is CWT's weighted query cross-entropy. The loss
     is averaged over the B episodes; only the CWT parameters are updated.
+
+    Returns:
+      `train_step(state, backbone, batch, rng)` -> (state, metrics); `batch` holds
+      `evaluate.EPISODE_ARRAYS`.
     """
     inner_optimizer = optimizers.inner_optimizer(config.inner)
     outer_optimizer = outer_optimizer_from(config.metatrain)
@@ -44,13 +50,12 @@ def make_train_step(model, config):
 
         return jnp.mean(jax.vmap(episode_loss)(weights, query_features, query_masks, dropout_rngs))
 
+    features_step = evaluate.make_features_step(model)
+
     @jax.jit
-    def train_step(state, backbone, batch, rng):
+    def update(state, support_features, query_features, batch, rng):
         init_rng, dropout_rng = jax.random.split(rng)
-        batch_size = batch["query_image"].shape[0]
-        support_features, query_features = fewshot.episode_features(
-            model, backbone, batch["support_images"], batch["query_image"]
-        )
+        batch_size = query_features.shape[0]
         init = jax.vmap(
             lambda key: fewshot.init_classifier(key, model.bottleneck_dim, config.inner.init)
         )(jax.random.split(init_rng, batch_size))
@@ -74,6 +79,12 @@ def make_train_step(model, config):
             "param_norm": optax.tree.norm(state["params"]),
         }
         return new_state, {"loss": loss, **norms}
+
+    def train_step(state, backbone, batch, rng):
+        support_features, query_features = features_step(
+            backbone, batch["support_images"], batch["query_image"]
+        )
+        return update(state, support_features, query_features, batch, rng)
 
     return train_step
 
