@@ -363,13 +363,11 @@ def test_metatrain_validation_gives_the_same_numbers_without_the_feature_cache(
     cached, _ = metatrained
     workdir = str(tmp_path / "uncached")
     main.run(tiny_config({**metatrain_settings, "eval.feature_cache": False}), workdir)
-    names = ("loss", "val_miou", "val_support_only_miou")
+    names = {"loss", "val_miou", "val_support_only_miou"}
     expected, actual = read_metrics(cached), read_metrics(workdir)
-    assert [line.keys() & set(names) for line in actual] == [
-        line.keys() & set(names) for line in expected
-    ]
+    assert [line.keys() & names for line in actual] == [line.keys() & names for line in expected]
     for line, reference in zip(actual, expected, strict=True):
-        for name in line.keys() & set(names):
+        for name in line.keys() & names:
             np.testing.assert_allclose(line[name], reference[name], rtol=1e-6)
 
 

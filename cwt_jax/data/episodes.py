@@ -81,8 +81,8 @@ def sample_episode_list(
     """Evaluation episode specs (queries in list order) as a list.
 
     The specs of ``sample_episodes(..., shuffle_queries=False)``, read by index: iterating
-    the MapDataset starts grain's prefetch threads, which cost eight times the sampling
-    (0.8 s instead of 0.1 s per 1000 episodes on 2 CPU cores).
+    the MapDataset starts grain's prefetch threads, which cost about ten times the
+    sampling (~1 s instead of ~0.1 s per 1000 episodes on 2 CPU cores).
 
     Args:
       split: The split to draw queries and supports from.
