@@ -123,7 +123,8 @@ def _check_batches(config) -> None:
         ]
     if config.mode in ("eval", "all"):
         pairs.append(("eval.num_episodes", "eval.episodes_per_step"))
-    if pairs and config.eval.cache_batch_size < 1:  # the cache serves validation too
+    evaluates = config.mode in ("metatrain", "eval", "all")  # validation is an evaluation
+    if evaluates and config.eval.cache_batch_size < 1:
         raise optimizers.ConfigError(
             f"eval.cache_batch_size={config.eval.cache_batch_size} must be at least 1."
         )
