@@ -134,12 +134,17 @@ def make_gathered_eval_step(model, inner_config):
     return eval_step
 
 
-def make_cached_eval_step(model, inner_config):
+def make_cached_eval_step(model, inner_config, mesh):
     """An evaluation step over a batch of B episodes whose images are in a feature cache.
 
-    The batch's features and {0, 1, 255} masks are gathered on the device
-    (`gather_episodes`), so a batch is only indices: nothing is decoded or copied per
+    The batch's features and {0, 1, 255} masks are gathered on the devices
+    (`make_cache_gather`), so a batch is only indices: nothing is decoded or copied per
     episode. Then as `make_gathered_eval_step`.
+
+    Args:
+      model: the PSPNet.
+      inner_config: the `inner` config section.
+      mesh: the devices the cache and the batches are split over.
 
     Returns:
       `eval_step(cache, cwt_params, batch, run_key)` -> as `make_episode_scores`; `cache`
@@ -147,7 +152,7 @@ def make_cached_eval_step(model, inner_config):
       rows of the cache, `class_id` (B,) and `episode` (B,) indices.
     """
     gathered_step = make_gathered_eval_step(model, inner_config)
-    gather = jax.jit(gather_episodes)
+    gather = make_cache_gather(mesh)
 
     def eval_step(cache, cwt_params, batch, run_key):
         gathered = {**gather(cache, batch), "episode": batch["episode"]}
@@ -157,15 +162,18 @@ def make_cached_eval_step(model, inner_config):
 
 
 def feature_cache(
-    model, backbone, split, image_ids, *, image_size: int, batch_size: int, dtype, on_host=False
-):
+    model, backbone, split, image_ids, *, image_size: int, batch_size: int, dtype, mesh,
+    on_host=False,
+):  # fmt: skip
     """Features and class-id masks of each distinct image, computed once for an evaluation.
 
     Evaluation applies no augmentation and the backbone is frozen, so an image's
     features are the same in every episode that uses it. Each backbone pass of
-    `batch_size` images is split over the devices of all processes: each process decodes
-    its share of the images (grain, in threads, while the devices run), and the pass's
-    outputs are gathered onto every device, or to every process's host memory.
+    `batch_size` images is split over the devices of the mesh, in all processes: each
+    process decodes its share of the images (grain, in threads, while the devices run).
+    A device cache stays where the passes computed it: each device keeps its share of
+    every pass, a 1 / `mesh.size` part of the cache, which `make_cache_gather` reads. A
+    host cache is gathered to every process's memory.
 
     Args:
       model: the PSPNet.
@@ -173,22 +181,60 @@ def feature_cache(
       split: the split holding the images.
       image_ids: ids of the images needed.
       image_size: side S of the evaluation transform.
-      batch_size: images per backbone pass, over all devices.
+      batch_size: images per backbone pass, a multiple of the mesh's devices.
       dtype: storage dtype of the features (float32, or bfloat16 to halve their memory).
+      mesh: the devices of the evaluation (`sharding.data_mesh`).
       on_host: keep the cache in host memory (NumPy) instead of on the devices.
 
     Returns:
-      `{"features": (N, h, w, C), "masks": (N, S, S) uint8 class ids}`, replicated on
-      every device of the mesh or NumPy arrays, and image id -> row.
+      The cache, `{"features": (P, batch_size, h, w, C), "masks": (P, batch_size, S, S)
+      uint8 class ids}` over P passes, and image id -> row, where row r is image
+      r % `batch_size` of pass r // `batch_size`. A device cache is split over the mesh on
+      its second axis; a host cache holds NumPy arrays.
     """
+    if batch_size % mesh.size:
+        raise optimizers.ConfigError(
+            f"eval.cache_batch_size={batch_size} must be a multiple of the {mesh.size} "
+            "devices that evaluate; change it."
+        )
     image_ids = sorted(set(image_ids))
-    mesh = sharding.data_mesh(batch_size, "eval.cache_batch_size")
     backbone = sharding.replicate(backbone, mesh)
     extract = jax.jit(
-        lambda variables, images, masks: (model.apply(variables, images).astype(dtype), masks),
-        out_shardings=sharding.replicated(mesh),
+        lambda variables, images, masks: {
+            "features": model.apply(variables, images).astype(dtype),
+            "masks": masks,
+        },
+        out_shardings=sharding.split(mesh),
         compiler_options=models.inference_compiler_options(),
     )
+    num_passes = -(-len(image_ids) // batch_size)
+    if on_host:
+
+        def allocate(outputs):
+            return {
+                name: np.empty((num_passes, *rows.shape), rows.dtype)
+                for name, rows in outputs.items()
+            }
+
+        def write(cache, outputs, index):
+            for name, rows in sharding.gather(outputs).items():
+                cache[name][index] = rows
+            return cache
+
+    else:
+        allocate = jax.jit(
+            lambda outputs: jax.tree.map(
+                lambda rows: jnp.zeros((num_passes, *rows.shape), rows.dtype), outputs
+            ),
+            out_shardings=sharding.split(mesh, axis=1),
+        )
+        write = jax.jit(  # in place: each device writes its share of the pass where it is
+            lambda cache, outputs, index: jax.tree.map(
+                lambda rows, new: rows.at[index].set(new), cache, outputs
+            ),
+            donate_argnums=0,
+            out_shardings=sharding.split(mesh, axis=1),
+        )
 
     def load(image_id):
         image, mask = data.transforms.eval_transform(
@@ -196,27 +242,19 @@ def feature_cache(
         )
         return image, mask.astype(np.uint8)
 
-    # Whole batches (one compiled shape): the last is padded with copies of the last image.
-    padded = image_ids + image_ids[-1:] * (-len(image_ids) % batch_size)
+    # Whole passes (one compiled shape): the last is padded with copies of the last image.
+    padded = image_ids + image_ids[-1:] * (num_passes * batch_size - len(image_ids))
     share = batch_size // jax.process_count()
     own_ids = [
         i for row, i in enumerate(padded) if row % batch_size // share == jax.process_index()
     ]
     loaded = grain.MapDataset.source(own_ids).map(load).batch(share).to_iter_dataset()
-    features, masks = [], []
-    for start, own_batch in zip(
-        tqdm.tqdm(range(0, len(image_ids), batch_size), desc="feature cache", leave=False),
-        loaded,
-        strict=True,
+    cache = None
+    for index, own_batch in enumerate(
+        tqdm.tqdm(loaded, total=num_passes, desc="feature cache", leave=False)
     ):
-        batch_features, batch_masks = extract(backbone, *sharding.shard_batch(own_batch, mesh))
-        count = min(batch_size, len(image_ids) - start)
-        if on_host:
-            batch_features, batch_masks = jax.device_get((batch_features, batch_masks))
-        features.append(batch_features[:count])
-        masks.append(batch_masks[:count])
-    concatenate = np.concatenate if on_host else jnp.concatenate
-    cache = {"features": concatenate(features), "masks": concatenate(masks)}
+        outputs = extract(backbone, *sharding.shard_batch(own_batch, mesh))
+        cache = write(allocate(outputs) if cache is None else cache, outputs, index)
     return cache, {image_id: row for row, image_id in enumerate(image_ids)}
 
 
@@ -235,24 +273,25 @@ def prepare_runs(config, model, backbone, split, runs: list[list[dict]]):
       runs: each run's episode specs.
 
     Returns:
-      `(eval_step, variables, batches)` for `run_episodes`; `batches(run)` yields the
-      batches of run `run`.
+      `(eval_step, variables, batches)` for `run_episodes`: the variables are placed on
+      the devices of the evaluation, and `batches(run)` yields the batches of run `run`.
     """
     section, batch_size = config.eval, config.eval.episodes_per_step
     datasets = [  # checks every episode's images and class before any work
         data.episodes_from_list(split, specs, image_size=config.data.image_size) for specs in runs
     ]
+    mesh = sharding.data_mesh(batch_size, "eval.episodes_per_step")
     if not section.feature_cache:
         return (
             make_eval_step(model, config.inner),
-            backbone,
+            sharding.replicate(backbone, mesh),
             lambda run: episode_batches(datasets[run], batch_size, config.data.num_workers),
         )
     image_ids = [i for specs in runs for s in specs for i in (s["query_id"], *s["support_ids"])]
     on_host = section.cache_memory == "host"
     cache, rows = feature_cache(
         model, backbone, split, image_ids, image_size=config.data.image_size,
-        batch_size=section.cache_batch_size, dtype=jnp.dtype(section.cache_dtype),
+        batch_size=section.cache_batch_size, dtype=jnp.dtype(section.cache_dtype), mesh=mesh,
         on_host=on_host,
     )  # fmt: skip
     if on_host:
@@ -262,7 +301,7 @@ def prepare_runs(config, model, backbone, split, runs: list[list[dict]]):
             lambda run: gathered_batches(cached_batches(runs[run], rows, batch_size), cache),
         )
     return (
-        make_cached_eval_step(model, config.inner),
+        make_cached_eval_step(model, config.inner, mesh),
         cache,
         lambda run: cached_batches(runs[run], rows, batch_size),
     )
@@ -309,29 +348,90 @@ def cached_batches(specs: list[dict], cache_rows: dict[str, int], batch_size: in
 
 
 def gather_episodes(cache: dict, batch: dict) -> dict:
-    """The features and {0, 1, 255} masks of a batch of `cached_batches`.
-
-    Works on a device cache inside `jax.jit` and on a host (NumPy) cache alike.
+    """The features and {0, 1, 255} masks of a batch of `cached_batches`, from a host cache.
 
     Args:
-      cache: from `feature_cache`.
+      cache: a host-memory cache from `feature_cache(..., on_host=True)`.
       batch: `support_index` (B, K), `query_index` (B,) and `class_id` (B,).
 
     Returns:
       `GATHERED_ARRAYS`: features (B, K, h, w, C) and (B, h, w, C), uint8 masks
       (B, K, S, S) and (B, S, S).
     """
+    pass_size = cache["features"].shape[1]
+    rows = _episode_rows(
+        lambda array, index: array[index // pass_size, index % pass_size],
+        cache, batch["support_index"], batch["query_index"],
+    )  # fmt: skip
+    return _with_binary_masks(rows, batch["class_id"])
 
-    def masks(rows):  # (B, ...) cache rows -> (B, ..., S, S) masks of the episode's class
-        class_id = batch["class_id"].reshape((-1,) + (1,) * (rows.ndim + 1))
-        return data.binary_mask(cache["masks"][rows], class_id)
 
-    support, query = batch["support_index"], batch["query_index"]
+def make_cache_gather(mesh):
+    """`gather_episodes` for a device cache split over the mesh, jitted.
+
+    Each device gathers the rows of the whole batch that it holds and zeros for the others;
+    a reduce-scatter adds the devices' results and leaves each device its own episodes.
+    Adding zeros is exact: the features are those of the cache, bit for bit.
+
+    Args:
+      mesh: the devices holding the cache (`feature_cache`'s mesh).
+
+    Returns:
+      `gather(cache, batch)` -> as `gather_episodes`, split over the mesh like the batch.
+    """
+
+    def gather_here(cache, support_index, query_index):  # on each device: its share of the cache
+        share = cache["features"].shape[1]  # of each pass
+        first = jax.lax.axis_index(sharding.DATA_AXIS) * share
+
+        def take(array, index):  # index (B, ...) -> (B, ..., *array.shape[2:]), 0 where not here
+            position = index % (share * mesh.size) - first
+            here = (position >= 0) & (position < share)
+            rows = array[index // (share * mesh.size), jnp.clip(position, 0, share - 1)]
+            return jnp.where(here.reshape(here.shape + (1,) * (rows.ndim - here.ndim)), rows, 0)
+
+        whole_batch = (
+            jax.lax.all_gather(index, sharding.DATA_AXIS, tiled=True)
+            for index in (support_index, query_index)
+        )
+        rows = _episode_rows(take, cache, *whole_batch)
+        return jax.lax.psum_scatter(rows, sharding.DATA_AXIS, scatter_dimension=0, tiled=True)
+
+    gather_rows = jax.shard_map(
+        gather_here,
+        mesh=mesh,
+        in_specs=(sharding.split(mesh, axis=1).spec, *(sharding.split(mesh).spec,) * 2),
+        out_specs=sharding.split(mesh).spec,
+    )
+
+    @jax.jit
+    def gather(cache, batch):
+        rows = gather_rows(cache, batch["support_index"], batch["query_index"])
+        return _with_binary_masks(rows, batch["class_id"])
+
+    return gather
+
+
+def _episode_rows(take, cache: dict, support_index, query_index) -> dict:
+    """`GATHERED_ARRAYS` with class-id masks, each taken by `take(cache array, index)`."""
     return {
-        "support_features": cache["features"][support],
-        "support_masks": masks(support),
-        "query_features": cache["features"][query],
-        "query_mask": masks(query),
+        "support_features": take(cache["features"], support_index),
+        "support_masks": take(cache["masks"], support_index),
+        "query_features": take(cache["features"], query_index),
+        "query_mask": take(cache["masks"], query_index),
+    }
+
+
+def _with_binary_masks(rows: dict, class_id) -> dict:
+    """`_episode_rows` with the class-id masks turned into the episode class's masks."""
+
+    def binary(masks):  # (B, ..., S, S) class ids
+        return data.binary_mask(masks, class_id.reshape((-1,) + (1,) * (masks.ndim - 1)))
+
+    return {
+        **rows,
+        "support_masks": binary(rows["support_masks"]),
+        "query_mask": binary(rows["query_mask"]),
     }
 
 
@@ -372,7 +472,7 @@ def run_episodes(
     Args:
       eval_step: from `make_eval_step`, `make_cached_eval_step` or `make_gathered_eval_step`.
       variables: PSPNet variables, the feature cache for a cached step, or None for a
-        gathered one.
+        gathered one, placed on the devices as `prepare_runs` returns them.
       cwt_params: transformer parameters.
       batches: from `episode_batches`, `cached_batches` or `gathered_batches`, to match
         `eval_step`.
@@ -392,7 +492,7 @@ def run_episodes(
             f"{batch_size}; make the number of episodes a multiple of it."
         )
     mesh = sharding.data_mesh(batch_size, "eval.episodes_per_step")
-    variables, cwt_params = sharding.replicate((variables, cwt_params), mesh)
+    cwt_params = sharding.replicate(cwt_params, mesh)
     class_ids, counts, kept = [], [], []
     for batch in tqdm.tqdm(
         batches, desc=description, total=num_episodes // batch_size, leave=False

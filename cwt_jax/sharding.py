@@ -49,6 +49,11 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
+def split(mesh: Mesh, axis: int = 0) -> NamedSharding:
+    """The sharding of an array split over the devices of the mesh along `axis`."""
+    return NamedSharding(mesh, PartitionSpec(*(None,) * axis, DATA_AXIS))
+
+
 def replicate(tree, mesh: Mesh):
     """Places a pytree, the same on every process, on every device of the mesh.
 
@@ -69,8 +74,7 @@ def replicate(tree, mesh: Mesh):
 
 def shard_batch(batch, mesh: Mesh):
     """Turns this process's share of a batch (numpy leaves) into global sharded arrays."""
-    sharding = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
-    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(split(mesh), x), batch)
 
 
 def in_turn(function):

@@ -54,9 +54,11 @@ def run(setup, batch_size, cache=None, model=None):
     if cache == "host":  # features come with the batches, from host memory
         assert variables is None
         assert isinstance(next(batches(0))["support_features"], np.ndarray)
-    elif cache == "device":  # built over the 4 devices, it stays on each of them for every run
-        assert variables["features"].sharding.is_fully_replicated
+    elif cache == "device":  # split over the 4 devices: each holds a quarter of every pass
+        passes, pass_size, *feature_shape = variables["features"].shape
         assert variables["features"].sharding.device_set == set(jax.devices())
+        for shard in variables["features"].addressable_shards:
+            assert shard.data.shape == (passes, pass_size // 4, *feature_shape)
     results, _ = evaluate.run_episodes(
         step, variables, setup["cwt"], batches(0), num_episodes=EPISODES, batch_size=batch_size,
         run_key=jax.random.key(3),
