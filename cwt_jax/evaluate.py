@@ -181,22 +181,18 @@ def feature_cache(
       split: the split holding the images.
       image_ids: ids of the images needed.
       image_size: side S of the evaluation transform.
-      batch_size: images per backbone pass, a multiple of the mesh's devices.
+      batch_size: images per backbone pass, rounded up to a multiple of the mesh's devices.
       dtype: storage dtype of the features (float32, or bfloat16 to halve their memory).
       mesh: the devices of the evaluation (`sharding.data_mesh`).
       on_host: keep the cache in host memory (NumPy) instead of on the devices.
 
     Returns:
-      The cache, `{"features": (P, batch_size, h, w, C), "masks": (P, batch_size, S, S)
-      uint8 class ids}` over P passes, and image id -> row, where row r is image
-      r % `batch_size` of pass r // `batch_size`. A device cache is split over the mesh on
-      its second axis; a host cache holds NumPy arrays.
+        The cache, `{"features": (P, N, h, w, C), "masks": (P, N, S, S) uint8 class ids}`
+      over P passes of N images, and image id -> row, where row r is image r % N of pass
+      r // N. A device cache is split over the mesh on its second axis; a host cache
+      holds NumPy arrays.
     """
-    if batch_size % mesh.size:
-        raise optimizers.ConfigError(
-            f"eval.cache_batch_size={batch_size} must be a multiple of the {mesh.size} "
-            "devices that evaluate; change it."
-        )
+    batch_size = -(-batch_size // mesh.size) * mesh.size  # whole shares for the devices
     image_ids = sorted(set(image_ids))
     backbone = sharding.replicate(backbone, mesh)
     extract = jax.jit(
@@ -348,19 +344,21 @@ def cached_batches(specs: list[dict], cache_rows: dict[str, int], batch_size: in
 
 
 def gather_episodes(cache: dict, batch: dict) -> dict:
-    """The features and {0, 1, 255} masks of a batch of `cached_batches`, from a host cache.
+    """The features and {0, 1, 255} masks of a batch of `cached_batches`, from a whole cache.
+
+    Works on a host (NumPy) cache, and inside `jax.jit` on a device cache held whole by
+    one device.
 
     Args:
-      cache: a host-memory cache from `feature_cache(..., on_host=True)`.
+      cache: from `feature_cache`.
       batch: `support_index` (B, K), `query_index` (B,) and `class_id` (B,).
 
     Returns:
       `GATHERED_ARRAYS`: features (B, K, h, w, C) and (B, h, w, C), uint8 masks
       (B, K, S, S) and (B, S, S).
     """
-    pass_size = cache["features"].shape[1]
     rows = _episode_rows(
-        lambda array, index: array[index // pass_size, index % pass_size],
+        lambda array, index: _rows(array)[index],
         cache, batch["support_index"], batch["query_index"],
     )  # fmt: skip
     return _with_binary_masks(rows, batch["class_id"])
@@ -371,7 +369,8 @@ def make_cache_gather(mesh):
 
     Each device gathers the rows of the whole batch that it holds and zeros for the others;
     a reduce-scatter adds the devices' results and leaves each device its own episodes.
-    Adding zeros is exact: the features are those of the cache, bit for bit.
+    Adding zeros is exact: the features are those of the cache, bit for bit. On one
+    device, which holds the whole cache, this is `gather_episodes`.
 
     Args:
       mesh: the devices holding the cache (`feature_cache`'s mesh).
@@ -379,6 +378,8 @@ def make_cache_gather(mesh):
     Returns:
       `gather(cache, batch)` -> as `gather_episodes`, split over the mesh like the batch.
     """
+    if mesh.size == 1:  # no collective to run (XLA would still copy for a reduce-scatter)
+        return jax.jit(gather_episodes)
 
     def gather_here(cache, support_index, query_index):  # on each device: its share of the cache
         share = cache["features"].shape[1]  # of each pass
@@ -387,7 +388,9 @@ def make_cache_gather(mesh):
         def take(array, index):  # index (B, ...) -> (B, ..., *array.shape[2:]), 0 where not here
             position = index % (share * mesh.size) - first
             here = (position >= 0) & (position < share)
-            rows = array[index // (share * mesh.size), jnp.clip(position, 0, share - 1)]
+            rows = _rows(array)[
+                index // (share * mesh.size) * share + jnp.clip(position, 0, share - 1)
+            ]
             return jnp.where(here.reshape(here.shape + (1,) * (rows.ndim - here.ndim)), rows, 0)
 
         whole_batch = (
@@ -410,6 +413,11 @@ def make_cache_gather(mesh):
         return _with_binary_masks(rows, batch["class_id"])
 
     return gather
+
+
+def _rows(array):
+    """A cache array (P, pass size, ...) as rows (P * pass size, ...), without a copy."""
+    return array.reshape(-1, *array.shape[2:])
 
 
 def _episode_rows(take, cache: dict, support_index, query_index) -> dict:
