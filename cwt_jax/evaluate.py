@@ -187,7 +187,7 @@ def feature_cache(
       on_host: keep the cache in host memory (NumPy) instead of on the devices.
 
     Returns:
-        The cache, `{"features": (P, N, h, w, C), "masks": (P, N, S, S) uint8 class ids}`
+      The cache, `{"features": (P, N, h, w, C), "masks": (P, N, S, S) uint8 class ids}`
       over P passes of N images, and image id -> row, where row r is image r % N of pass
       r // N. A device cache is split over the mesh on its second axis; a host cache
       holds NumPy arrays.
