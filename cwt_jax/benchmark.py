@@ -138,13 +138,13 @@ def benchmark(config, repeats: int) -> dict:
         "class_id": np.ones(batch_size, np.int32),
         "episode": np.arange(batch_size),
     }
-    # The cached step's programs (`evaluate.make_cached_eval_step`): its gather from the
-    # cache split over the devices, then the scores program timed above.
-    gather = evaluate.make_cache_gather(mesh)
-    args = (
-        jax.device_put(cache, sharding.split(mesh, axis=1)),
-        sharding.shard_batch(cached, mesh),
-    )
+    # The cached step's programs (`evaluate.make_cached_eval_step`): its gather from a
+    # cache split over the devices (or, with eval.cache_memory=replicated, whole on each),
+    # then the scores program timed above.
+    split_over = None if config.eval.cache_memory == "replicated" else mesh
+    gather = evaluate.make_cache_gather(split_over)
+    placed = sharding.split(mesh, axis=1) if split_over else sharding.replicated(mesh)
+    args = (jax.device_put(cache, placed), sharding.shard_batch(cached, mesh))
     gather_compile_s, gather_s = timed(gather, *args, repeats=repeats)
     results["eval_cached_compile_s"] = gather_compile_s + scores_compile_s
     results["eval_cached_episodes_per_s"] = batch_size / (gather_s + scores_s)

@@ -25,7 +25,7 @@ from cwt_jax.metric_writer import MetricWriter
 
 EPISODE_ARRAYS = ("support_images", "support_masks", "query_image", "query_mask")
 GATHERED_ARRAYS = ("support_features", "support_masks", "query_features", "query_mask")
-CACHE_MEMORIES = ("device", "host")
+CACHE_MEMORIES = ("device", "replicated", "host")
 METHODS = ("cwt", "support_only")
 
 
@@ -134,7 +134,7 @@ def make_gathered_eval_step(model, inner_config):
     return eval_step
 
 
-def make_cached_eval_step(model, inner_config, mesh):
+def make_cached_eval_step(model, inner_config, split_over):
     """An evaluation step over a batch of B episodes whose images are in a feature cache.
 
     The batch's features and {0, 1, 255} masks are gathered on the devices
@@ -144,7 +144,8 @@ def make_cached_eval_step(model, inner_config, mesh):
     Args:
       model: the PSPNet.
       inner_config: the `inner` config section.
-      mesh: the devices the cache and the batches are split over.
+      split_over: the mesh a cache split over the devices is split over, or None for a
+        cache held whole by every device.
 
     Returns:
       `eval_step(cache, cwt_params, batch, run_key)` -> as `make_episode_scores`; `cache`
@@ -152,7 +153,7 @@ def make_cached_eval_step(model, inner_config, mesh):
       rows of the cache, `class_id` (B,) and `episode` (B,) indices.
     """
     gathered_step = make_gathered_eval_step(model, inner_config)
-    gather = make_cache_gather(mesh)
+    gather = make_cache_gather(split_over)
 
     def eval_step(cache, cwt_params, batch, run_key):
         gathered = {**gather(cache, batch), "episode": batch["episode"]}
@@ -163,7 +164,7 @@ def make_cached_eval_step(model, inner_config, mesh):
 
 def feature_cache(
     model, backbone, split, image_ids, *, image_size: int, batch_size: int, dtype, mesh,
-    on_host=False,
+    memory: str = "device",
 ):  # fmt: skip
     """Features and class-id masks of each distinct image, computed once for an evaluation.
 
@@ -173,7 +174,8 @@ def feature_cache(
     process decodes its share of the images (grain, in threads, while the devices run).
     A device cache stays where the passes computed it: each device keeps its share of
     every pass, a 1 / `mesh.size` part of the cache, which `make_cache_gather` reads. A
-    host cache is gathered to every process's memory.
+    replicated cache is gathered onto every device, a host cache to every process's
+    memory.
 
     Args:
       model: the PSPNet.
@@ -184,13 +186,13 @@ def feature_cache(
       batch_size: images per backbone pass, rounded up to a multiple of the mesh's devices.
       dtype: storage dtype of the features (float32, or bfloat16 to halve their memory).
       mesh: the devices of the evaluation (`sharding.data_mesh`).
-      on_host: keep the cache in host memory (NumPy) instead of on the devices.
+      memory: "device" (split over the devices), "replicated" (whole on each device) or
+        "host" (NumPy, in host memory).
 
     Returns:
       The cache, `{"features": (P, N, h, w, C), "masks": (P, N, S, S) uint8 class ids}`
       over P passes of N images, and image id -> row, where row r is image r % N of pass
-      r // N. A device cache is split over the mesh on its second axis; a host cache
-      holds NumPy arrays.
+      r // N.
     """
     batch_size = -(-batch_size // mesh.size) * mesh.size  # whole shares for the devices
     image_ids = sorted(set(image_ids))
@@ -204,7 +206,7 @@ def feature_cache(
         compiler_options=models.inference_compiler_options(),
     )
     num_passes = -(-len(image_ids) // batch_size)
-    if on_host:
+    if memory == "host":
 
         def allocate(outputs):
             return {
@@ -218,18 +220,19 @@ def feature_cache(
             return cache
 
     else:
+        placed = sharding.replicated(mesh) if memory == "replicated" else sharding.split(mesh, 1)
         allocate = jax.jit(
             lambda outputs: jax.tree.map(
                 lambda rows: jnp.zeros((num_passes, *rows.shape), rows.dtype), outputs
             ),
-            out_shardings=sharding.split(mesh, axis=1),
+            out_shardings=placed,
         )
-        write = jax.jit(  # in place: each device writes its share of the pass where it is
+        write = jax.jit(  # in place; a split cache's devices each write their share of the pass
             lambda cache, outputs, index: jax.tree.map(
                 lambda rows, new: rows.at[index].set(new), cache, outputs
             ),
             donate_argnums=0,
-            out_shardings=sharding.split(mesh, axis=1),
+            out_shardings=placed,
         )
 
     def load(image_id):
@@ -284,20 +287,21 @@ def prepare_runs(config, model, backbone, split, runs: list[list[dict]]):
             lambda run: episode_batches(datasets[run], batch_size, config.data.num_workers),
         )
     image_ids = [i for specs in runs for s in specs for i in (s["query_id"], *s["support_ids"])]
-    on_host = section.cache_memory == "host"
     cache, rows = feature_cache(
         model, backbone, split, image_ids, image_size=config.data.image_size,
         batch_size=section.cache_batch_size, dtype=jnp.dtype(section.cache_dtype), mesh=mesh,
-        on_host=on_host,
+        memory=section.cache_memory,
     )  # fmt: skip
-    if on_host:
+    if section.cache_memory == "host":
         return (
             make_gathered_eval_step(model, config.inner),
             None,
             lambda run: gathered_batches(cached_batches(runs[run], rows, batch_size), cache),
         )
     return (
-        make_cached_eval_step(model, config.inner, mesh),
+        make_cached_eval_step(
+            model, config.inner, mesh if section.cache_memory == "device" else None
+        ),
         cache,
         lambda run: cached_batches(runs[run], rows, batch_size),
     )
@@ -347,7 +351,7 @@ def gather_episodes(cache: dict, batch: dict) -> dict:
     """The features and {0, 1, 255} masks of a batch of `cached_batches`, from a whole cache.
 
     Works on a host (NumPy) cache, and inside `jax.jit` on a device cache held whole by
-    one device.
+    each device (a replicated cache, or any cache on one device).
 
     Args:
       cache: from `feature_cache`.
@@ -364,22 +368,24 @@ def gather_episodes(cache: dict, batch: dict) -> dict:
     return _with_binary_masks(rows, batch["class_id"])
 
 
-def make_cache_gather(mesh):
-    """`gather_episodes` for a device cache split over the mesh, jitted.
+def make_cache_gather(split_over):
+    """`gather_episodes` for a device cache, jitted.
 
     Each device gathers the rows of the whole batch that it holds and zeros for the others;
     a reduce-scatter adds the devices' results and leaves each device its own episodes.
-    Adding zeros is exact: the features are those of the cache, bit for bit. On one
-    device, which holds the whole cache, this is `gather_episodes`.
+    Adding zeros is exact: the features are those of the cache, bit for bit. A device
+    that holds the whole cache gathers its episodes' rows with `gather_episodes`.
 
     Args:
-      mesh: the devices holding the cache (`feature_cache`'s mesh).
+      split_over: the mesh a cache split over the devices is split over (as
+        `feature_cache` splits it), or None for a cache held whole by every device.
 
     Returns:
-      `gather(cache, batch)` -> as `gather_episodes`, split over the mesh like the batch.
+      `gather(cache, batch)` -> as `gather_episodes`, sharded like the batch.
     """
-    if mesh.size == 1:  # no collective to run (XLA would still copy for a reduce-scatter)
+    if split_over is None or split_over.size == 1:  # (XLA copies for a 1-device reduce-scatter)
         return jax.jit(gather_episodes)
+    mesh = split_over
 
     def gather_here(cache, support_index, query_index):  # on each device: its share of the cache
         share = cache["features"].shape[1]  # of each pass
@@ -448,7 +454,7 @@ def gathered_batches(batches, cache: dict):
 
     Args:
       batches: from `cached_batches`.
-      cache: a host-memory cache from `feature_cache(..., on_host=True)`.
+      cache: a host-memory cache from `feature_cache(..., memory="host")`.
 
     Yields:
       `GATHERED_ARRAYS`, `class_id` and `episode`, for `make_gathered_eval_step`.

@@ -43,7 +43,7 @@ def setup(tmp_path_factory):
 
 
 def run(setup, batch_size, cache=None, model=None, cache_batch_size=4):
-    """Evaluates the setup's episodes; `cache` is None, "device" or "host"."""
+    """Evaluates the setup's episodes; `cache` is None or an `eval.cache_memory`."""
     config = setup["config"].copy_and_resolve_references()
     config.data.image_size, config.data.num_workers = SIZE, 0
     config.eval.episodes_per_step, config.eval.cache_batch_size = batch_size, cache_batch_size
@@ -54,12 +54,13 @@ def run(setup, batch_size, cache=None, model=None, cache_batch_size=4):
     if cache == "host":  # features come with the batches, from host memory
         assert variables is None
         assert isinstance(next(batches(0))["support_features"], np.ndarray)
-    elif cache == "device":  # split over the step's devices: each holds its share of every pass
+    elif cache:  # on the step's devices: split (each holds its share of every pass) or whole
         passes, pass_size, *feature_shape = variables["features"].shape
         devices = jax.devices()[: np.gcd(batch_size, jax.device_count())]
+        share = pass_size // len(devices) if cache == "device" else pass_size
         assert variables["features"].sharding.device_set == set(devices)
         for shard in variables["features"].addressable_shards:
-            assert shard.data.shape == (passes, pass_size // len(devices), *feature_shape)
+            assert shard.data.shape == (passes, share, *feature_shape)
     results, _ = evaluate.run_episodes(
         step, variables, setup["cwt"], batches(0), num_episodes=EPISODES, batch_size=batch_size,
         run_key=jax.random.key(3),
@@ -86,11 +87,11 @@ def test_results_do_not_depend_on_batch_size_or_devices(setup):
 
 @pytest.mark.parametrize(
     "cache, batch_size, cache_batch_size",
-    [("device", 1, 4), ("device", 4, 4), ("device", 4, 6), ("host", 4, 4)],
+    [("device", 1, 4), ("device", 4, 4), ("device", 4, 6), ("replicated", 4, 4), ("host", 4, 4)],
 )
 def test_feature_cache_gives_the_same_numbers(setup, cache, batch_size, cache_batch_size):
     """B = 1 holds the cache on one device; B = 4 splits it over the 4 CPU devices, in
-    passes of 4 images, or of 8 where 6 are asked for."""
+    passes of 4 images, or of 8 where 6 are asked for, or copies it to each."""
     cached = run(setup, batch_size, cache=cache, cache_batch_size=cache_batch_size)
     assert_same_results(cached, run(setup, batch_size))
 
