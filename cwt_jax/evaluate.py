@@ -144,8 +144,8 @@ def make_cached_eval_step(model, inner_config, split_over):
     Args:
       model: the PSPNet.
       inner_config: the `inner` config section.
-      split_over: the mesh a cache split over the devices is split over, or None for a
-        cache held whole by every device.
+      split_over: the mesh whose devices each hold a share of the cache
+        (`eval.cache_memory=device`), or None where every device holds all of it.
 
     Returns:
       `eval_step(cache, cwt_params, batch, run_key)` -> as `make_episode_scores`; `cache`
@@ -220,7 +220,9 @@ def feature_cache(
             return cache
 
     else:
-        placed = sharding.replicated(mesh) if memory == "replicated" else sharding.split(mesh, 1)
+        placed = (
+            sharding.replicated(mesh) if memory == "replicated" else sharding.split(mesh, axis=1)
+        )
         allocate = jax.jit(
             lambda outputs: jax.tree.map(
                 lambda rows: jnp.zeros((num_passes, *rows.shape), rows.dtype), outputs
@@ -377,8 +379,8 @@ def make_cache_gather(split_over):
     that holds the whole cache gathers its episodes' rows with `gather_episodes`.
 
     Args:
-      split_over: the mesh a cache split over the devices is split over (as
-        `feature_cache` splits it), or None for a cache held whole by every device.
+      split_over: the mesh whose devices each hold a share of the cache
+        (`eval.cache_memory=device`), or None where every device holds all of it.
 
     Returns:
       `gather(cache, batch)` -> as `gather_episodes`, sharded like the batch.
