@@ -91,7 +91,7 @@ def base() -> ml_collections.ConfigDict:
     config.eval.episodes_per_step = 1
     config.eval.feature_cache = True  # backbone once per image, not per episode (and validation)
     config.eval.cache_dtype = "float32"  # or bfloat16: half the cache memory
-    config.eval.cache_batch_size = 8  # images per backbone pass filling the cache, all devices
+    config.eval.cache_batch_size = 8  # images per pass filling the cache, over all eval devices
     config.eval.cache_memory = "device"  # split over devices | replicated | host (RAM)
     config.eval.episodes = ""  # JSON episode list to evaluate instead of sampling
     config.eval.visualize = 0  # number of PNG panels to write

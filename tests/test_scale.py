@@ -57,6 +57,7 @@ def run(setup, batch_size, cache=None, model=None, cache_batch_size=4):
     elif cache:  # on the step's devices: split (each holds its share of every pass) or whole
         passes, pass_size, *feature_shape = variables["features"].shape
         devices = jax.devices()[: np.gcd(batch_size, jax.device_count())]
+        assert pass_size == -(-cache_batch_size // len(devices)) * len(devices)  # rounded up
         share = pass_size // len(devices) if cache == "device" else pass_size
         assert variables["features"].sharding.device_set == set(devices)
         for shard in variables["features"].addressable_shards:
