@@ -139,11 +139,10 @@ def benchmark(config, repeats: int) -> dict:
         "episode": np.arange(batch_size),
     }
     # The cached step's programs (`evaluate.make_cached_eval_step`): its gather from a
-    # cache split over the devices (or, with eval.cache_memory=replicated, whole on each),
-    # then the scores program timed above.
-    split_over = None if config.eval.cache_memory == "replicated" else mesh
-    gather = evaluate.make_cache_gather(split_over)
-    placed = sharding.split(mesh, axis=1) if split_over else sharding.replicated(mesh)
+    # device cache placed as `eval.cache_memory` says (host is timed as split), then the
+    # scores program timed above.
+    placed = evaluate.cache_sharding(mesh, config.eval.cache_memory)
+    gather = evaluate.make_cache_gather(placed)
     args = (jax.device_put(cache, placed), sharding.shard_batch(cached, mesh))
     gather_compile_s, gather_s = timed(gather, *args, repeats=repeats)
     results["eval_cached_compile_s"] = gather_compile_s + scores_compile_s

@@ -134,7 +134,7 @@ def make_gathered_eval_step(model, inner_config):
     return eval_step
 
 
-def make_cached_eval_step(model, inner_config, split_over):
+def make_cached_eval_step(model, inner_config, cache_placement):
     """An evaluation step over a batch of B episodes whose images are in a feature cache.
 
     The batch's features and {0, 1, 255} masks are gathered on the devices
@@ -144,8 +144,7 @@ def make_cached_eval_step(model, inner_config, split_over):
     Args:
       model: the PSPNet.
       inner_config: the `inner` config section.
-      split_over: the mesh whose devices each hold a share of the cache
-        (`eval.cache_memory=device`), or None where every device holds all of it.
+      cache_placement: the cache's sharding (`cache_sharding`).
 
     Returns:
       `eval_step(cache, cwt_params, batch, run_key)` -> as `make_episode_scores`; `cache`
@@ -153,7 +152,7 @@ def make_cached_eval_step(model, inner_config, split_over):
       rows of the cache, `class_id` (B,) and `episode` (B,) indices.
     """
     gathered_step = make_gathered_eval_step(model, inner_config)
-    gather = make_cache_gather(split_over)
+    gather = make_cache_gather(cache_placement)
 
     def eval_step(cache, cwt_params, batch, run_key):
         gathered = {**gather(cache, batch), "episode": batch["episode"]}
@@ -220,9 +219,7 @@ def feature_cache(
             return cache
 
     else:
-        placed = (
-            sharding.replicated(mesh) if memory == "replicated" else sharding.split(mesh, axis=1)
-        )
+        placed = cache_sharding(mesh, memory)
         allocate = jax.jit(
             lambda outputs: jax.tree.map(
                 lambda rows: jnp.zeros((num_passes, *rows.shape), rows.dtype), outputs
@@ -301,9 +298,7 @@ def prepare_runs(config, model, backbone, split, runs: list[list[dict]]):
             lambda run: gathered_batches(cached_batches(runs[run], rows, batch_size), cache),
         )
     return (
-        make_cached_eval_step(
-            model, config.inner, mesh if section.cache_memory == "device" else None
-        ),
+        make_cached_eval_step(model, config.inner, cache["features"].sharding),
         cache,
         lambda run: cached_batches(runs[run], rows, batch_size),
     )
@@ -370,7 +365,16 @@ def gather_episodes(cache: dict, batch: dict) -> dict:
     return _with_binary_masks(rows, batch["class_id"])
 
 
-def make_cache_gather(split_over):
+def cache_sharding(mesh, memory: str):
+    """Where a device cache kept in `eval.cache_memory=memory` lies on the mesh.
+
+    "replicated": whole on every device; "device": split over the devices on its second
+    (pass) axis, each device holding its share of every pass.
+    """
+    return sharding.replicated(mesh) if memory == "replicated" else sharding.split(mesh, axis=1)
+
+
+def make_cache_gather(cache_placement):
     """`gather_episodes` for a device cache, jitted.
 
     Each device gathers the rows of the whole batch that it holds and zeros for the others;
@@ -379,15 +383,14 @@ def make_cache_gather(split_over):
     that holds the whole cache gathers its episodes' rows with `gather_episodes`.
 
     Args:
-      split_over: the mesh whose devices each hold a share of the cache
-        (`eval.cache_memory=device`), or None where every device holds all of it.
+      cache_placement: the cache's sharding (`cache_sharding`).
 
     Returns:
       `gather(cache, batch)` -> as `gather_episodes`, sharded like the batch.
     """
-    if split_over is None or split_over.size == 1:  # (XLA copies for a 1-device reduce-scatter)
+    if cache_placement.is_fully_replicated:  # replicated, or split over one device
         return jax.jit(gather_episodes)
-    mesh = split_over
+    mesh = cache_placement.mesh
 
     def gather_here(cache, support_index, query_index):  # on each device: its share of the cache
         share = cache["features"].shape[1]  # of each pass
