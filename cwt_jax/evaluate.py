@@ -32,11 +32,12 @@ METHODS = ("cwt", "support_only")
 def make_episode_scores(model, inner_config):
     """A jitted function scoring a batch of episodes from their features.
 
-    Each episode's classifier initialisation comes from `fold_in(run_key, episode_index)`,
-    so results do not depend on how episodes are batched or sharded. It is compiled
-    without `models.inference_compiler_options()`, which slow the inner loop's small
-    matrix products (by 2x on CPU at B = 8), and it is the same program in cached and
-    uncached evaluation, so that both fit the same classifiers to the bit.
+    Each episode is `fewshot.episode_predictions`, its classifier initialisation keyed by
+    `fewshot.episode_keys(run_key, episode_index)`, so results do not depend on how
+    episodes are batched or sharded. It is compiled without
+    `models.inference_compiler_options()`, which slow the inner loop's small matrix
+    products, and it is the same program in cached and uncached evaluation, so that both
+    fit the same classifiers to the bit.
 
     Returns:
       `scores(cwt_params, support_features, support_masks, query_features, query_masks,
@@ -49,27 +50,29 @@ def make_episode_scores(model, inner_config):
     def scores(
         cwt_params, support_features, support_masks, query_features, query_masks, index, key
     ):
-        init = jax.vmap(
-            lambda i: fewshot.init_classifier(
-                jax.random.fold_in(key, i), model.bottleneck_dim, inner_config.init
+        def predictions_of(episode_support_features, episode_support_masks, episode_query, episode):
+            init_key, _ = fewshot.episode_keys(key, episode)
+            init = fewshot.init_classifier(init_key, model.bottleneck_dim, inner_config.init)
+            return fewshot.episode_predictions(
+                cwt_params,
+                episode_support_features.astype(jnp.float32),
+                episode_support_masks,
+                episode_query.astype(jnp.float32),
+                init,
+                query_masks.shape[-2:],
+                optimizer=optimizer,
+                steps=inner_config.steps,
             )
-        )(index)
-        weights = fewshot.fit_episodes(
-            support_features.astype(jnp.float32), support_masks, init,
-            optimizer=optimizer, steps=inner_config.steps,
-        )  # fmt: skip
-        adapted, normalized = jax.vmap(fewshot.query_weights, in_axes=(None, 0, 0))(
-            cwt_params, weights, query_features.astype(jnp.float32)
+
+        predictions = jax.vmap(predictions_of)(
+            support_features, support_masks, query_features, index
         )
-        size = query_masks.shape[-2:]
-        counts, predictions = {}, {}
-        for method, classifier_weights in zip(METHODS, (adapted, weights), strict=True):
-            predictions[method] = jax.vmap(lambda w, f: fewshot.segment(w, f, size))(
-                classifier_weights, normalized
-            )
-            counts[method] = jax.vmap(lambda p, m: metrics.intersection_union(p, m, 2))(
+        counts = {
+            method: jax.vmap(lambda p, m: metrics.intersection_union(p, m, 2))(
                 predictions[method], query_masks
             )
+            for method in METHODS
+        }
         return counts, predictions["cwt"]
 
     return scores

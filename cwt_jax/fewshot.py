@@ -1,8 +1,10 @@
 """One few-shot episode end to end, written for one episode and vmapped over a batch.
 
-Backbone features -> support classifier fitted by the inner loop -> CWT adaptation to
-the query -> logits. The functions here are shared by meta-training and evaluation;
-`jax.jit` is applied by the loops that call them.
+Support features -> classifier fitted by the inner loop -> CWT adaptation to the query
+-> logits. `adapt` is the one composition of these steps: meta-training differentiates
+`episode_loss` built on it, evaluation scores `episode_predictions` built on it, and
+both draw an episode's random keys from `episode_keys`. `jax.jit` is applied by the
+loops that call them.
 """
 
 import jax
@@ -34,6 +36,23 @@ def init_classifier(rng: jax.Array, channels: int, kind: str) -> jnp.ndarray:
     return jax.random.uniform(rng, (2, channels), minval=-bound, maxval=bound)
 
 
+def episode_keys(key: jax.Array, episode: jnp.ndarray) -> tuple[jax.Array, jax.Array]:
+    """The classifier-initialisation and dropout keys of one episode.
+
+    Keyed by the episode's index, so results do not depend on how episodes are batched
+    or sharded.
+
+    Args:
+      key: key of the batch (meta-training step) or of the run (evaluation).
+      episode: the episode's index under `key`.
+
+    Returns:
+      (initialisation key, dropout key).
+    """
+    init_key, dropout_key = jax.random.split(jax.random.fold_in(key, episode))
+    return init_key, dropout_key
+
+
 def episode_features(
     model: PSPNet, variables, support_images: jnp.ndarray, query_images: jnp.ndarray
 ) -> tuple[jnp.ndarray, jnp.ndarray]:
@@ -51,52 +70,152 @@ def episode_features(
     batch, shot = support_images.shape[:2]
     images = jnp.concatenate([support_images.reshape(-1, *support_images.shape[2:]), query_images])
     features = model.apply(variables, images, train=False)
-    return features[: batch * shot].reshape(batch, shot, *features.shape[1:]), features[
-        batch * shot :
-    ]
+    support_features = features[: batch * shot].reshape(batch, shot, *features.shape[1:])
+    return support_features, features[batch * shot :]
 
 
-def fit_episodes(
+def adapt(
+    cwt_params,
     support_features: jnp.ndarray,
     support_masks: jnp.ndarray,
+    query_features: jnp.ndarray,
     init_weights: jnp.ndarray,
     *,
     optimizer: optax.GradientTransformation,
     steps: int,
-) -> jnp.ndarray:
-    """`classifier.fit` vmapped over a batch of episodes: (B, K, h, w, C) -> (B, 2, C)."""
-    return jax.vmap(lambda f, m, w: classifier.fit(f, m, w, optimizer=optimizer, steps=steps))(
-        support_features, support_masks, init_weights
-    )
+    dropout_rng: jax.Array | None = None,
+    dropout_rate: float = 0.0,
+    attention_dropout_rate: float = 0.0,
+) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+    """The support classifier of one episode and its CWT adaptation to the query.
 
-
-def query_weights(
-    cwt_params, weights: jnp.ndarray, query_features: jnp.ndarray, **dropout
-) -> tuple[jnp.ndarray, jnp.ndarray]:
-    """The CWT-adapted classifier of one query image, and its normalised features.
+    As the original, no gradient flows from the adapted weights back through the inner
+    loop: the CWT learns from the fitted weights as given.
 
     Args:
       cwt_params: transformer parameters.
-      weights: (2, C) fitted support classifier.
-      query_features: (h, w, C) raw query features (normalised here).
-      **dropout: `dropout_rng` and rates for `cwt.apply` in training; none in eval.
+      support_features: (K, h, w, C) raw support features.
+      support_masks: (K, H, W) masks in {0, 1, 255}.
+      query_features: (h, w, C) raw query features (L2-normalised here).
+      init_weights: (2, C) initial classifier weights.
+      optimizer: the inner loop's optimiser (static).
+      steps: the inner loop's updates (static).
+      dropout_rng: key for the CWT's dropout in training; None is eval mode.
+      dropout_rate: dropout on the CWT's output projection.
+      attention_dropout_rate: dropout on the CWT's attention map.
 
     Returns:
-      (2, C) adapted weights and (h, w, C) normalised features; the support-only and
-      the CWT prediction apply `weights` and the adapted weights to the latter.
+      (2, C) support-fitted weights, (2, C) adapted weights and the (h, w, C) normalised
+      query features both apply to.
     """
+    weights = jax.lax.stop_gradient(
+        classifier.fit(
+            support_features, support_masks, init_weights, optimizer=optimizer, steps=steps
+        )
+    )
     normalized = cwt.normalize_features(query_features)
-    return cwt.apply(cwt_params, weights, normalized, **dropout), normalized
+    adapted = cwt.apply(
+        cwt_params,
+        weights,
+        normalized,
+        dropout_rng=dropout_rng,
+        dropout_rate=dropout_rate,
+        attention_dropout_rate=attention_dropout_rate,
+    )
+    return weights, adapted, normalized
 
 
-def query_loss(weights: jnp.ndarray, features: jnp.ndarray, query_mask: jnp.ndarray) -> jnp.ndarray:
-    """CWT's outer loss: cross-entropy at mask size, weighted [1, n_bg / n_fg] of the query."""
-    difference = classifier.logit_difference(weights, features, query_mask.shape)
+def episode_loss(
+    cwt_params,
+    support_features: jnp.ndarray,
+    support_masks: jnp.ndarray,
+    query_features: jnp.ndarray,
+    query_mask: jnp.ndarray,
+    init_weights: jnp.ndarray,
+    *,
+    optimizer: optax.GradientTransformation,
+    steps: int,
+    dropout_rng: jax.Array | None = None,
+    dropout_rate: float = 0.0,
+    attention_dropout_rate: float = 0.0,
+) -> jnp.ndarray:
+    """CWT's meta-training loss of one episode (`src/train.py`).
+
+    The classifier fitted on the supports is adapted to the query by the CWT; its logits
+    on the normalised query features, resized to the mask (bilinear, `align_corners=True`),
+    are scored by cross-entropy ignoring 255 and weighted [1, n_bg / n_fg] of the query
+    mask. Meta-training's step is the mean of this over its episodes.
+
+    Args:
+      cwt_params: transformer parameters (differentiated).
+      support_features: (K, h, w, C) raw support features.
+      support_masks: (K, H, W) masks in {0, 1, 255}.
+      query_features: (h, w, C) raw query features.
+      query_mask: (H, W) mask in {0, 1, 255}.
+      init_weights: (2, C) initial classifier weights.
+      optimizer: the inner loop's optimiser (static).
+      steps: the inner loop's updates (static).
+      dropout_rng: key for the CWT's dropout; None turns dropout off.
+      dropout_rate: dropout on the CWT's output projection.
+      attention_dropout_rate: dropout on the CWT's attention map.
+
+    Returns:
+      The scalar loss.
+    """
+    _, adapted, normalized = adapt(
+        cwt_params,
+        support_features,
+        support_masks,
+        query_features,
+        init_weights,
+        optimizer=optimizer,
+        steps=steps,
+        dropout_rng=dropout_rng,
+        dropout_rate=dropout_rate,
+        attention_dropout_rate=attention_dropout_rate,
+    )
+    difference = classifier.logit_difference(adapted, normalized, query_mask.shape)
     return losses.binary_cross_entropy(
         difference, query_mask, losses.binary_class_weights(query_mask)
     )
 
 
-def segment(weights: jnp.ndarray, features: jnp.ndarray, size: tuple[int, int]) -> jnp.ndarray:
-    """Foreground (1) / background (0) map at `size`, as argmax of the resized logits."""
-    return (classifier.logit_difference(weights, features, size) > 0).astype(jnp.int32)
+def episode_predictions(
+    cwt_params,
+    support_features: jnp.ndarray,
+    support_masks: jnp.ndarray,
+    query_features: jnp.ndarray,
+    init_weights: jnp.ndarray,
+    size: tuple[int, int],
+    *,
+    optimizer: optax.GradientTransformation,
+    steps: int,
+) -> dict[str, jnp.ndarray]:
+    """Foreground (1) / background (0) maps of one query, with and without the CWT.
+
+    Args:
+      cwt_params: transformer parameters.
+      support_features: (K, h, w, C) raw support features.
+      support_masks: (K, H, W) masks in {0, 1, 255}.
+      query_features: (h, w, C) raw query features.
+      init_weights: (2, C) initial classifier weights.
+      size: (H, W) of the maps: the logits are resized to it before the argmax.
+      optimizer: the inner loop's optimiser (static).
+      steps: the inner loop's updates (static).
+
+    Returns:
+      {"cwt": (H, W), "support_only": (H, W)} int32 maps.
+    """
+    weights, adapted, normalized = adapt(
+        cwt_params,
+        support_features,
+        support_masks,
+        query_features,
+        init_weights,
+        optimizer=optimizer,
+        steps=steps,
+    )
+    return {
+        method: (classifier.logit_difference(w, normalized, size) > 0).astype(jnp.int32)
+        for method, w in (("cwt", adapted), ("support_only", weights))
+    }

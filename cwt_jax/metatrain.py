@@ -24,11 +24,10 @@ def make_train_step(model, config):
     """A meta-training step on a batch of B episodes: two jitted programs.
 
     The frozen backbone's pass is evaluation's (`evaluate.make_features_step`, compiled
-    with `models.inference_compiler_options()`); no gradient reaches it. Then, per
-    episode, the support classifier is fitted from a fresh initialisation (no gradient
-    flows through the inner loop: it does not depend on the CWT), the CWT adapts it to the
-    query in training mode, and the loss is CWT's weighted query cross-entropy. The loss
-    is averaged over the B episodes; only the CWT parameters are updated.
+    with `models.inference_compiler_options()`); no gradient reaches it. The loss is the
+    mean of `fewshot.episode_loss` over the B episodes, each with its classifier
+    initialisation and dropout keyed by `fewshot.episode_keys(step key, position)`; only
+    the CWT parameters are updated.
 
     Returns:
       `train_step(state, backbone, batch, rng)` -> (state, metrics); `batch` holds
@@ -36,37 +35,44 @@ def make_train_step(model, config):
     """
     inner_optimizer = optimizers.inner_optimizer(config.inner)
     outer_optimizer = outer_optimizer_from(config.metatrain)
-    dropout = {
-        "dropout_rate": config.cwt.dropout,
-        "attention_dropout_rate": config.cwt.attention_dropout,
-    }
 
-    def loss_fn(cwt_params, weights, query_features, query_masks, dropout_rngs):
-        def episode_loss(w, features, mask, rng):
-            adapted, normalized = fewshot.query_weights(
-                cwt_params, w, features, dropout_rng=rng, **dropout
+    def batch_loss(cwt_params, support_features, support_masks, query_features, query_masks, rng):
+        def loss_of(episode_support_features, episode_support_masks, query, query_mask, episode):
+            init_key, dropout_key = fewshot.episode_keys(rng, episode)
+            init = fewshot.init_classifier(init_key, model.bottleneck_dim, config.inner.init)
+            return fewshot.episode_loss(
+                cwt_params,
+                episode_support_features,
+                episode_support_masks,
+                query,
+                query_mask,
+                init,
+                optimizer=inner_optimizer,
+                steps=config.inner.steps,
+                dropout_rng=dropout_key,
+                dropout_rate=config.cwt.dropout,
+                attention_dropout_rate=config.cwt.attention_dropout,
             )
-            return fewshot.query_loss(adapted, normalized, mask)
 
-        return jnp.mean(jax.vmap(episode_loss)(weights, query_features, query_masks, dropout_rngs))
+        episodes = jnp.arange(query_features.shape[0])
+        return jnp.mean(
+            jax.vmap(loss_of)(
+                support_features, support_masks, query_features, query_masks, episodes
+            )
+        )
 
     features_step = evaluate.make_features_step(model)
 
     @jax.jit
     def update(state, support_features, query_features, batch, rng):
-        init_rng, dropout_rng = jax.random.split(rng)
-        batch_size = query_features.shape[0]
-        init = jax.vmap(
-            lambda key: fewshot.init_classifier(key, model.bottleneck_dim, config.inner.init)
-        )(jax.random.split(init_rng, batch_size))
-        weights = fewshot.fit_episodes(
-            support_features, batch["support_masks"], init,
-            optimizer=inner_optimizer, steps=config.inner.steps,
-        )  # fmt: skip
-        loss, grads = jax.value_and_grad(loss_fn)(
-            state["params"], weights, query_features, batch["query_mask"],
-            jax.random.split(dropout_rng, batch_size),
-        )  # fmt: skip
+        loss, grads = jax.value_and_grad(batch_loss)(
+            state["params"],
+            support_features,
+            batch["support_masks"],
+            query_features,
+            batch["query_mask"],
+            rng,
+        )
         updates, opt_state = outer_optimizer.update(grads, state["opt_state"], state["params"])
         new_state = {
             **state,

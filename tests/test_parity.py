@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch_reference as ref
 
-from cwt_jax import classifier, convert, cwt
+from cwt_jax import classifier, convert, cwt, fewshot
 from cwt_jax.models import extract_features
 from cwt_jax.models.pspnet import PyramidBottleneck
 
@@ -85,9 +85,8 @@ def test_episode_matches(reference, shot, tmp_path, record_property):
     torch_query = torch.nn.functional.normalize(
         torch.from_numpy(reference["torch_features"][5:]).permute(0, 3, 1, 2), dim=1
     )  # (1, C, h, w)
-    query_tokens = torch_query.flatten(2).transpose(1, 2)  # (1, h*w, C)
     with torch.no_grad():
-        torch_adapted = transformer(torch_weights[None], query_tokens, query_tokens)
+        torch_adapted = transformer(torch_weights[None], torch_query, torch_query)
         torch_logits = torch.matmul(torch_adapted, torch_query.flatten(2)).view(1, 2, 8, 8)
     jax_query = cwt.normalize_features(jnp.asarray(reference["jax_features"][5]))
     jax_adapted = cwt.apply(params, jax_weights, jax_query)
@@ -130,3 +129,60 @@ def test_pyramid_bottleneck_is_a_convolution_of_the_upsampled_concatenation():
     flat_grads = [jax_grads[0], jax_grads[1], *jax_grads[2]]
     for jax_grad, torch_input in zip(flat_grads, torch_inputs, strict=True):
         assert relative_error(jax_grad, torch_input.grad.numpy()) < 1e-5
+
+
+@pytest.mark.parametrize("shot", [1, 5])
+def test_metatrain_gradient_matches_the_original_training_step(shot, tmp_path):
+    """`jax.grad` of `fewshot.episode_loss` is `src/train.py`'s transformer gradient.
+
+    Dropout off, the same initial classifier weights, a transformer whose parameters are
+    all moved away from their initialisation.
+    """
+    channels, heads, size = 32, 2, 41  # features of 6 x 6
+    rng = np.random.RandomState(10 + shot)
+    support_features = rng.randn(shot, 6, 6, channels).astype(np.float32)
+    query_features = rng.randn(6, 6, channels).astype(np.float32)
+    support_masks = (rng.rand(shot, size, size) > 0.6).astype(np.int64)
+    query_mask = (rng.rand(size, size) > 0.7).astype(np.int64)
+    support_masks[:, :3], query_mask[-4:] = 255, 255
+    init = rng.uniform(-(channels**-0.5), channels**-0.5, (2, channels)).astype(np.float32)
+
+    torch.manual_seed(shot)
+    transformer = ref.MultiHeadAttentionOne(heads, channels).eval()  # eval: dropout off
+    with torch.no_grad():
+        for parameter in transformer.parameters():
+            parameter.add_(0.2 * torch.randn_like(parameter))
+    torch_loss, torch_grads = ref.metatrain_step_gradients(
+        transformer,
+        torch.from_numpy(support_features).permute(0, 3, 1, 2),
+        torch.from_numpy(support_masks),
+        torch.from_numpy(query_features).permute(2, 0, 1)[None],
+        torch.from_numpy(query_mask)[None],
+        torch.from_numpy(init),
+        LR,
+        STEPS,
+    )
+    torch.save(transformer.state_dict(), tmp_path / "cwt.pth")
+    torch.save(torch_grads, tmp_path / "grads.pth")
+    params = convert.load_cwt(str(tmp_path / "cwt.pth"))
+    expected = convert.load_cwt(str(tmp_path / "grads.pth"))  # gradients in the JAX layout
+    loss, grads = jax.value_and_grad(fewshot.episode_loss)(
+        params,
+        jnp.asarray(support_features),
+        jnp.asarray(support_masks),
+        jnp.asarray(query_features),
+        jnp.asarray(query_mask),
+        jnp.asarray(init),
+        optimizer=optax.sgd(LR),
+        steps=STEPS,
+    )
+    scale = max(float(np.abs(leaf).max()) for leaf in jax.tree.leaves(expected))
+    assert abs(float(loss) - torch_loss) <= 1e-5 * torch_loss
+    flat_expected = dict(jax.tree_util.tree_leaves_with_path(expected))
+    for path, grad in jax.tree_util.tree_leaves_with_path(grads):
+        name = jax.tree_util.keystr(path)
+        true = flat_expected[path]
+        # The layer norm's bias shifts both class weights alike: its true gradient is 0.
+        denominator = scale if "layer_norm" in name and "bias" in name else np.abs(true).max()
+        error = float(np.abs(np.asarray(grad) - true).max() / denominator)
+        assert error <= 1e-4, (name, error)

@@ -136,6 +136,8 @@ class MultiHeadAttentionOne(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, q, k, v):
+        """q: (B, n, C) classifier weights; k, v: (B, C, h, w) feature maps, as CWT's."""
+        k, v = (x.view(x.shape[0], x.shape[1], -1).permute(0, 2, 1) for x in (k, v))
         n_head, d_k = self.n_head, self.d_k
         batch, len_q, _ = q.shape
         len_k = k.shape[1]
@@ -197,3 +199,78 @@ def fit_classifier(support_features, support_masks, init_weights, make_optimizer
         loss.backward()
         optimizer.step()
     return classifier.weight.data[:, :, 0, 0]
+
+
+def metatrain_step_gradients(
+    transformer,
+    support_features,
+    support_masks,
+    query_features,
+    query_mask,
+    init_weights,
+    cls_lr,
+    adapt_iter,
+):
+    """One iteration of CWT's `src/train.py` `do_epoch` from frozen features.
+
+    Transcribed from the original: a 1-shot support set is expanded to two copies, the
+    support classifier is a bias-free 1x1 conv fitted by `adapt_iter` SGD steps with class
+    weights [1, n_bg / n_fg] of the support masks, its `weight.data` goes through the
+    transformer with the L2-normalised query features as keys and values, and the query
+    loss is weighted by the query mask's counts.
+
+    Args:
+      transformer: `MultiHeadAttentionOne`.
+      support_features: (K, C, h, w) frozen support features.
+      support_masks: (K, H, W) int64 masks in {0, 1, 255}.
+      query_features: (1, C, h, w) frozen query features.
+      query_mask: (1, H, W) int64 mask.
+      init_weights: (2, C) initial classifier weights.
+      cls_lr: the inner SGD learning rate.
+      adapt_iter: the inner steps.
+
+    Returns:
+      The query loss and {parameter name: gradient}.
+    """
+    s_label = support_masks[None]  # (n_task, n_shots, H, W), as the loader gives it
+    shot, channels = support_features.shape[:2]
+    if shot == 1:
+        f_s = support_features.expand(2, *support_features.shape[1:])
+        s_label_reshape = s_label.squeeze(0).expand(2, *s_label.shape[2:]).long()
+    else:
+        f_s, s_label_reshape = support_features, s_label.squeeze(0).long()
+    binary_cls = nn.Conv2d(channels, 2, kernel_size=1, bias=False)
+    binary_cls.weight.data.copy_(init_weights[:, :, None, None])
+    optimizer = torch.optim.SGD(binary_cls.parameters(), lr=cls_lr)
+    s_label_arr = s_label.numpy().copy()
+    back_pix, target_pix = np.where(s_label_arr == 0), np.where(s_label_arr == 1)
+    criterion = nn.CrossEntropyLoss(
+        weight=torch.tensor([1.0, len(back_pix[0]) / len(target_pix[0])]), ignore_index=255
+    )
+    for _ in range(adapt_iter):
+        output_support = F.interpolate(
+            binary_cls(f_s), size=s_label.size()[2:], mode="bilinear", align_corners=True
+        )
+        s_loss = criterion(output_support, s_label_reshape)
+        optimizer.zero_grad()
+        s_loss.backward()
+        optimizer.step()
+
+    q_label_arr = query_mask.numpy().copy()
+    q_back_pix, q_target_pix = np.where(q_label_arr == 0), np.where(q_label_arr == 1)
+    criterion = nn.CrossEntropyLoss(
+        weight=torch.tensor([1.0, len(q_back_pix[0]) / len(q_target_pix[0])]), ignore_index=255
+    )
+    f_q = F.normalize(query_features, dim=1)
+    weights_cls = binary_cls.weight.data
+    weights_cls_reshape = weights_cls.squeeze().unsqueeze(0).expand(1, 2, weights_cls.shape[1])
+    updated_weights_cls = transformer(weights_cls_reshape, f_q, f_q)
+    f_q_reshape = f_q.view(1, channels, -1)
+    pred_q = torch.matmul(updated_weights_cls, f_q_reshape).view(1, 2, *f_q.shape[-2:])
+    pred_q = F.interpolate(pred_q, size=query_mask.shape[1:], mode="bilinear", align_corners=True)
+    loss_q = criterion(pred_q, query_mask.long())
+    transformer.zero_grad()
+    loss_q.backward()
+    return loss_q.item(), {
+        name: parameter.grad.clone() for name, parameter in transformer.named_parameters()
+    }
