@@ -1,4 +1,7 @@
-"""Segmentation losses with the semantics of PyTorch's `CrossEntropyLoss`."""
+"""Segmentation losses: CWT's weighted two-class loss and RePRI's stage-1 loss.
+
+Pixels labelled 255 are ignored by both.
+"""
 
 import jax
 import jax.numpy as jnp
@@ -45,12 +48,13 @@ def _softplus_jvp(primals, tangents):
 def binary_cross_entropy(
     logit_difference: jnp.ndarray, labels: jnp.ndarray, class_weights: jnp.ndarray
 ) -> jnp.ndarray:
-    """`cross_entropy` of two-class logits, from their difference d = l_1 - l_0.
+    """PyTorch's weighted two-class cross-entropy, from the logit difference d = l_1 - l_0.
 
     -log p_1 = softplus(-d) and -log p_0 = softplus(d), so this equals
-    `cross_entropy(stack([l_0, l_1], -1), labels, class_weights)` up to round-off; on one
-    (..., H, W) map instead of (..., H, W, 2) logits it is several times faster, which
-    matters in the 200-step inner loop.
+    `torch.nn.CrossEntropyLoss(weight=class_weights, ignore_index=255)` of the logits
+    `[l_0, l_1]` up to round-off: the weighted losses summed and divided by the summed
+    weights of the pixels' true classes. On one (..., H, W) map instead of (..., H, W, 2)
+    logits it is several times faster, which matters in the 200-step inner loop.
 
     Args:
       logit_difference: (...) foreground minus background logit.
@@ -70,36 +74,27 @@ def binary_cross_entropy(
 
 
 def cross_entropy(
-    logits: jnp.ndarray,
-    labels: jnp.ndarray,
-    class_weights: jnp.ndarray | None = None,
-    label_smoothing: float = 0.0,
+    logits: jnp.ndarray, labels: jnp.ndarray, *, label_smoothing: float
 ) -> jnp.ndarray:
-    """Mean cross-entropy over the pixels whose label is not 255.
+    """RePRI's stage-1 cross-entropy with label smoothing, averaged over the labelled pixels.
 
-    Reproduces `torch.nn.CrossEntropyLoss(weight, ignore_index=255, label_smoothing)`
-    with mean reduction: the per-pixel losses are summed and divided by the summed
-    weights of the pixels' true classes. With no counted pixel the loss is 0, not NaN.
+    The target distribution gives the true class 1 - label_smoothing and each other class
+    label_smoothing / (num_classes - 1) (RePRI's `compute_loss`); PyTorch's
+    `label_smoothing` would instead give every class label_smoothing / num_classes. The
+    loss is the mean over the pixels not labelled 255 (0 when there is none).
 
     Args:
       logits: (..., num_classes) unnormalised scores.
       labels: (...) integer labels in [0, num_classes) or 255.
-      class_weights: (num_classes,) weights, or None for uniform weights.
-      label_smoothing: mass spread uniformly over the classes.
+      label_smoothing: probability taken from the true class and shared by the others.
 
     Returns:
       Scalar loss.
     """
     num_classes = logits.shape[-1]
-    if class_weights is None:
-        class_weights = jnp.ones((num_classes,), logits.dtype)
     valid = labels != IGNORE_LABEL
-    targets = jnp.where(valid, labels, 0)
-    log_probs = jax.nn.log_softmax(logits, axis=-1)
-    target_log_probs = jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
-    target_weights = jnp.where(valid, class_weights[targets], 0.0)
-    nll = -target_weights * target_log_probs
-    smooth = -jnp.where(valid, jnp.sum(log_probs * class_weights, axis=-1), 0.0) / num_classes
-    total = (1.0 - label_smoothing) * jnp.sum(nll) + label_smoothing * jnp.sum(smooth)
-    normaliser = jnp.sum(target_weights)
-    return jnp.where(normaliser > 0, total / jnp.where(normaliser > 0, normaliser, 1.0), 0.0)
+    true_class = jax.nn.one_hot(jnp.where(valid, labels, 0), num_classes, dtype=jnp.bool_)
+    targets = jnp.where(true_class, 1.0 - label_smoothing, label_smoothing / (num_classes - 1))
+    pixel_losses = -jnp.sum(targets * jax.nn.log_softmax(logits, axis=-1), axis=-1)
+    total = jnp.sum(jnp.where(valid, pixel_losses, 0.0))
+    return total / jnp.maximum(jnp.sum(valid), 1)

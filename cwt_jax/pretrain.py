@@ -23,10 +23,22 @@ from cwt_jax.metric_writer import MetricWriter
 
 
 def make_train_step(model, optimizer, schedule: optax.Schedule, label_smoothing: float):
-    """A jitted SGD step on a batch of base-class images.
+    """A jitted SGD step on a batch of base-class images: an iteration of RePRI's `do_epoch`.
 
-    The PSPNet runs in training mode (batch statistics, dropout); its logits are resized
-    to the masks with `align_corners=True`, as PSPNet's zoom, before the cross-entropy.
+    The PSPNet runs in training mode: dropout, and batch norm with the statistics of the
+    whole (global) batch, as RePRI's SyncBatchNorm. Its logits are resized to the masks
+    with `align_corners=True`, as PSPNet's zoom, before RePRI's label-smoothed
+    cross-entropy (`losses.cross_entropy`).
+
+    Args:
+      model: the `PSPNet`.
+      optimizer: any optax transformation; `pretrain` uses RePRI's, SGD with Nesterov
+        momentum and weight decay on every parameter (batch-norm scales and biases too).
+      schedule: its learning rate, logged as `lr`.
+      label_smoothing: the loss's smoothing.
+
+    Returns:
+      (state, batch, rng) -> (new state, metrics).
     """
 
     def loss_fn(params, batch_stats, batch, rng):
@@ -63,6 +75,23 @@ def make_train_step(model, optimizer, schedule: optax.Schedule, label_smoothing:
         }
 
     return train_step
+
+
+def learning_rate_schedule(section, total_steps: int) -> optax.Schedule:
+    """RePRI's `CosineAnnealingLR(T_max=total_steps, eta_min=final_lr)`, stepped per iteration.
+
+    Step t (counted from 0) uses final_lr + (lr - final_lr) * (1 + cos(pi t / T)) / 2 with
+    T = total_steps: optax's cosine decay with alpha = final_lr / lr is that formula. The
+    last step, t = T - 1, still uses slightly more than final_lr, as in RePRI.
+
+    Args:
+      section: the `pretrain` config section (`lr`, `final_lr`).
+      total_steps: steps of the whole stage.
+
+    Returns:
+      The schedule.
+    """
+    return optax.cosine_decay_schedule(section.lr, total_steps, alpha=section.final_lr / section.lr)
 
 
 def make_eval_step(model, num_classes: int):
@@ -141,9 +170,7 @@ def pretrain(
     )  # fmt: skip
     steps_per_epoch = len(train_data) // section.epochs // section.batch_size
     total_steps = len(train_data) // section.batch_size
-    schedule = optax.cosine_decay_schedule(
-        section.lr, total_steps, alpha=section.final_lr / section.lr
-    )
+    schedule = learning_rate_schedule(section, total_steps)
     optimizer = optimizers.sgd_with_decay(section, schedule, "pretrain")
     val_data = data.base_class_dataset(
         inputs.val, base, image_size=section.image_size, seed=config.seed, augmentation=None

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 # Block counts of the published depths.
@@ -60,11 +61,61 @@ def conv(
     )
 
 
-def batch_norm(train: bool, name: str, dtype=None) -> nn.BatchNorm:
-    """Batch norm with PyTorch's epsilon and momentum; running statistics unless training."""
-    return nn.BatchNorm(
-        use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype, name=name
-    )
+# PyTorch's BatchNorm2d defaults: running = (1 - momentum) * running + momentum * batch.
+BATCH_NORM_EPSILON = 1e-5
+BATCH_NORM_MOMENTUM = 0.1
+
+
+class BatchNorm(nn.Module):
+    """PyTorch's `BatchNorm2d` over the last axis, running statistics included.
+
+    In training it normalises with the mean and biased variance over all other axes (under
+    `jax.jit`, the whole global batch however it is sharded: XLA inserts the reductions
+    across devices, as PyTorch's SyncBatchNorm does) and updates the running variance with
+    the unbiased variance, n / (n - 1) times the biased one, as PyTorch does; flax's
+    `nn.BatchNorm` would keep the biased one. Statistics are computed in float32.
+
+    Attributes:
+      train: normalise with batch statistics and update the running ones.
+      dtype: output dtype (None: float32); parameters and statistics stay float32.
+    """
+
+    train: bool
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        """Normalises (..., C) inputs per channel."""
+        features = x.shape[-1]
+        running_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), jnp.float32)
+        running_var = self.variable("batch_stats", "var", jnp.ones, (features,), jnp.float32)
+        scale = self.param("scale", nn.initializers.ones, (features,), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (features,), jnp.float32)
+        x = x.astype(jnp.float32)
+        if self.train:
+            count = x.size // features
+            if count < 2:
+                raise ValueError(
+                    f"Batch norm in training needs more than one value per channel, got "
+                    f"input shape {x.shape}; use a larger batch (PyTorch raises here too)."
+                )
+            axes = tuple(range(x.ndim - 1))
+            mean = jnp.mean(x, axes)
+            var = jnp.mean(jnp.square(x - mean), axes)
+            if not self.is_initializing():
+                momentum = BATCH_NORM_MOMENTUM
+                running_mean.value = (1 - momentum) * running_mean.value + momentum * mean
+                unbiased = var * (count / (count - 1))
+                running_var.value = (1 - momentum) * running_var.value + momentum * unbiased
+        else:
+            mean, var = running_mean.value, running_var.value
+        y = (x - mean) * (scale * jax.lax.rsqrt(var + BATCH_NORM_EPSILON)) + bias
+        return y.astype(self.dtype or jnp.float32)
+
+
+def batch_norm(train: bool, name: str, dtype=None) -> BatchNorm:
+    """`BatchNorm` with batch statistics in training, running statistics otherwise."""
+    return BatchNorm(train=train, dtype=dtype, name=name)
 
 
 class Bottleneck(nn.Module):
