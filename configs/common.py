@@ -61,6 +61,7 @@ def base() -> ml_collections.ConfigDict:
     config.pretrain.rotation_range = ()  # e.g. (-10, 10); empty: no rotation
     config.pretrain.val_images = 0  # base-class validation images per epoch; 0: all
     config.pretrain.checkpoint_every = 500  # steps
+    config.pretrain.log_every = 50  # steps between fetches of the metrics from the device
 
     config.inner = ml_collections.ConfigDict()
     config.inner.optimizer = "sgd"  # any optax optimiser taking learning_rate
@@ -83,7 +84,10 @@ def base() -> ml_collections.ConfigDict:
     config.metatrain.nesterov = True
     config.metatrain.weight_decay = 1e-4
     config.metatrain.val_episodes = 1000
+    config.metatrain.val_source = "novel_val"  # novel_val (the original's) | base_holdout
+    config.metatrain.holdout_fraction = 0.1  # base_holdout: train images kept for validation
     config.metatrain.checkpoint_every = 500  # steps
+    config.metatrain.log_every = 100  # steps between fetches of the metrics from the device
 
     config.eval = ml_collections.ConfigDict()
     config.eval.num_runs = 5

@@ -8,6 +8,7 @@ memory, FLOPs per episode from XLA's cost analysis (the inner loop's body counte
 `inner.steps` times: XLA counts a loop body once) and the FLOP/s achieved.
 """
 
+import functools
 import json
 import resource
 import sys
@@ -23,13 +24,19 @@ from ml_collections import config_flags
 from cwt_jax import (
     classifier,
     cwt,
+    errors,
     evaluate,
+    feature_cache,
+    fewshot,
     initialization,
     metatrain,
+    models,
     optimizers,
     pretrain,
     sharding,
+    training,
 )
+from cwt_jax.labels import IGNORE_LABEL
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed calls per measurement, after one warm-up.")
@@ -67,7 +74,7 @@ def episode_batch(rng: np.random.Generator, batch: int, shot: int, size: int) ->
     """Random normalised images and masks with a foreground square, ignore padding."""
     masks = np.zeros((batch, shot + 1, size, size), np.uint8)
     masks[:, :, size // 4 : size // 2, size // 3 : 2 * size // 3] = 1
-    masks[:, :, -size // 16 :] = 255
+    masks[:, :, -size // 16 :] = IGNORE_LABEL
     images = rng.standard_normal((batch, shot + 1, size, size, 3), np.float32)
     return {
         "support_images": images[:, 1:],
@@ -89,7 +96,7 @@ def benchmark(config, repeats: int) -> dict:
     """Measures every stage; see the module docstring."""
     rng = np.random.default_rng(config.seed)
     model = initialization.pspnet(config.model)
-    backbone = initialization.init_pspnet(model, jax.random.key(0))
+    backbone = models.init_variables(model, jax.random.key(0))
     cwt_params = cwt.init(jax.random.key(1), model.bottleneck_dim, config.cwt.heads)
     size, shot = config.data.image_size, config.data.shot
     key = jax.random.key(2)
@@ -108,23 +115,28 @@ def benchmark(config, repeats: int) -> dict:
     episodes = {**episode_batch(rng, batch_size, shot, size), "episode": np.arange(batch_size)}
     batch = sharding.shard_batch(episodes, mesh)
     variables, params = sharding.replicate((backbone, cwt_params), mesh)
-    # Evaluation's two programs (`evaluate.make_eval_step`), timed one by one.
+    # Evaluation's two programs (the backbone's, then `evaluate.make_scores`), one by one.
     images = (batch["support_images"], batch["query_image"])
-    features_step = evaluate.make_features_step(model)
+    features_step = functools.partial(fewshot.episode_features, model)
     backbone_compile_s, backbone_s = timed(features_step, variables, *images, repeats=repeats)
     support_features, query_features = features_step(variables, *images)
-    scores = evaluate.make_episode_scores(model, config.inner)
-    scores_args = (
-        params, support_features, batch["support_masks"], query_features, batch["query_mask"],
-        batch["episode"], key,
-    )  # fmt: skip
-    scores_compile_s, scores_s = timed(scores, *scores_args, repeats=repeats)
+    scores = evaluate.make_scores(model, config.inner)
+    features = {
+        "support_features": support_features,
+        "support_masks": batch["support_masks"],
+        "query_features": query_features,
+        "query_mask": batch["query_mask"],
+        "episode": batch["episode"],
+    }
+    scores_compile_s, scores_s = timed(scores, params, features, key, repeats=repeats)
     results["eval_episodes_per_step"] = batch_size
     results["eval_compile_s"] = backbone_compile_s + scores_compile_s
     results["eval_episodes_per_s"] = batch_size / (backbone_s + scores_s)
     results["backbone_images_per_s"] = batch_size * (shot + 1) / backbone_s
 
-    cache = {  # one pass of rows: episode b's supports at b * K + k, then the B queries
+    # The cached step: one batch of `feature_cache.batches` from a cache of this batch's
+    # images placed as `eval.cache_memory` says, then the scores program timed above.
+    arrays = {  # one pass of rows: episode b's supports at b * K + k, then the B queries
         "features": jnp.concatenate(
             [support_features.reshape(-1, *support_features.shape[2:]), query_features]
         )[None],
@@ -132,24 +144,33 @@ def benchmark(config, repeats: int) -> dict:
             [episodes["support_masks"].reshape(-1, size, size), episodes["query_mask"]]
         )[None],
     }
-    cached = {
-        "support_index": np.arange(batch_size * shot).reshape(batch_size, shot),
-        "query_index": batch_size * shot + np.arange(batch_size),
-        "class_id": np.ones(batch_size, np.int32),
-        "episode": np.arange(batch_size),
-    }
-    # The cached step's programs (`evaluate.make_cached_eval_step`): its gather from a
-    # device cache placed as `eval.cache_memory` says (host is timed as split), then the
-    # scores program timed above.
-    placed = evaluate.cache_sharding(mesh, config.eval.cache_memory)
-    gather = evaluate.make_cache_gather(placed)
-    args = (jax.device_put(cache, placed), sharding.shard_batch(cached, mesh))
-    gather_compile_s, gather_s = timed(gather, *args, repeats=repeats)
+    placed = feature_cache.placement(mesh, config.eval.cache_memory)
+    cache = feature_cache.FeatureCache(
+        jax.device_get(arrays) if placed is None else jax.device_put(arrays, placed),
+        {str(row): row for row in range(batch_size * (shot + 1))},
+        placed,
+        mesh,
+    )
+    specs = [
+        {
+            "class_id": 1,
+            "query_id": str(batch_size * shot + b),
+            "support_ids": [str(b * shot + k) for k in range(shot)],
+        }
+        for b in range(batch_size)
+    ]
+    gather_compile_s, gather_s = timed(
+        lambda: next(feature_cache.batches(cache, specs, batch_size)), repeats=repeats
+    )
     results["eval_cached_compile_s"] = gather_compile_s + scores_compile_s
     results["eval_cached_episodes_per_s"] = batch_size / (gather_s + scores_s)
 
-    step_flops = program_flops(features_step, variables, *images)
-    step_flops += program_flops(scores, *scores_args)
+    all_images = jnp.concatenate([images[0], images[1][:, None]], axis=1)
+    step_flops = program_flops(
+        jax.jit(functools.partial(model.apply, train=False)),
+        variables,
+        all_images.reshape(-1, *all_images.shape[2:]),
+    ) + program_flops(scores, params, features, key)
     inner_optimizer = optimizers.inner_optimizer(config.inner)
 
     @jax.jit
@@ -158,9 +179,11 @@ def benchmark(config, repeats: int) -> dict:
         return inner_optimizer.update(grads, inner_optimizer.init(weights), weights)
 
     update_flops = program_flops(
-        inner_update, jnp.zeros((2, model.bottleneck_dim)),
-        cache["features"][0, :shot], episodes["support_masks"][0],
-    )  # fmt: skip
+        inner_update,
+        jnp.zeros((2, model.bottleneck_dim)),
+        arrays["features"][0, :shot],
+        episodes["support_masks"][0],
+    )
     episode_flops = step_flops / batch_size + (config.inner.steps - 1) * update_flops
     results["eval_flops_per_episode"] = episode_flops
     results["eval_flop_per_s"] = episode_flops * results["eval_episodes_per_s"]
@@ -169,12 +192,7 @@ def benchmark(config, repeats: int) -> dict:
     mesh = sharding.data_mesh(meta_batch, "metatrain.episodes_per_step")
     train_step = metatrain.make_train_step(model, config)
     optimizer = metatrain.outer_optimizer_from(config.metatrain)
-    state = {
-        "step": jnp.zeros((), jnp.int32),
-        "params": cwt_params,
-        "opt_state": optimizer.init(cwt_params),
-        "best_miou": jnp.zeros((), jnp.float32),
-    }
+    state = training.initial_state(cwt_params, optimizer)
     meta_inputs = sharding.shard_batch(episode_batch(rng, meta_batch, shot, size), mesh)
     args = (*sharding.replicate((state, backbone), mesh), meta_inputs, key)
     compile_s, meta_s = timed(train_step, *args, repeats=repeats)
@@ -205,7 +223,7 @@ def main(argv) -> None:
     del argv
     try:
         print(json.dumps(benchmark(_CONFIG.value, _REPEATS.value), indent=1))
-    except optimizers.ConfigError as error:
+    except errors.ConfigError as error:
         sys.exit(f"error: {error}")
 
 

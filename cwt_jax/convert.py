@@ -20,17 +20,12 @@ from collections.abc import Callable, Sequence
 
 import flax.traverse_util
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
 from cwt_jax import checkpoints, cwt
+from cwt_jax.errors import USER_ERRORS, ConversionError
 from cwt_jax.models import pspnet, resnet
-
-
-class ConversionError(ValueError):
-    """A checkpoint file does not fit the model it is converted to."""
-
 
 _STEM_CONVS = {"conv1": 0, "conv2": 3, "conv3": 6}
 _STEM_NORMS = {"bn1": 1, "bn2": 4, "bn3": 7}
@@ -60,7 +55,7 @@ def load_pspnet(path: str, layers: int | Sequence[int]) -> dict:
     width = _shape_of(state, "layer0.0.weight", path)[0]
     bottleneck_dim = _shape_of(state, "bottleneck.0.weight", path)[0]
     model = pspnet.PSPNet(layers=layers, width=width, bottleneck_dim=bottleneck_dim)
-    expected = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 33, 33, 3)))
+    expected = jax.eval_shape(lambda: resnet.init_variables(model, jax.random.key(0)))
     return _convert(state, expected, _pspnet_key, {"classifier.weight"}, path, f"PSPNet-{layers}")
 
 
@@ -77,9 +72,7 @@ def load_resnet(path: str, layers: int | Sequence[int]) -> dict:
     state = read_state_dict(path)
     width = _shape_of(state, "conv1.weight", path)[0]
     model = resnet.DilatedResNet(layers=layers, width=width)
-    expected = jax.eval_shape(
-        lambda: model.init(jax.random.key(0), jnp.zeros((1, 33, 33, 3)), train=False)
-    )
+    expected = jax.eval_shape(lambda: resnet.init_variables(model, jax.random.key(0)))
     return _convert(
         state, expected, _resnet_key, {"fc.weight", "fc.bias"}, path, f"ResNet-{layers}"
     )
@@ -255,12 +248,6 @@ def _cwt_key(flax_path: tuple[str, ...]) -> str:
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("format", None, ["pspnet", "cwt", "resnet"], "Kind of checkpoint to convert.")
-flags.DEFINE_string("input", None, "PyTorch .pth file.")
-flags.DEFINE_string("output", None, "Orbax checkpoint directory to create.")
-flags.DEFINE_string("layers", "50", "ResNet depth (50, 101) or four comma-separated block counts.")
-
-
 def main(argv: Sequence[str]) -> None:
     """Converts one .pth file and writes it as an orbax checkpoint."""
     del argv
@@ -274,11 +261,20 @@ def main(argv: Sequence[str]) -> None:
         else:
             tree = {"params": load_cwt(FLAGS.input)}
         checkpoints.save_tree(FLAGS.output, tree)
-    except (OSError, ValueError) as error:
+    except (OSError, *USER_ERRORS) as error:
         sys.exit(f"error: {error}")
-    print(f"Wrote {FLAGS.output}")
+    print(f"Wrote the {FLAGS.format} weights of {FLAGS.input} to {FLAGS.output}")
+
+
+def _define_flags() -> None:
+    """The command line's flags: defined only when this module runs as a program."""
+    flags.DEFINE_enum("format", None, ["pspnet", "cwt", "resnet"], "Kind of checkpoint.")
+    flags.DEFINE_string("input", None, "PyTorch .pth file.")
+    flags.DEFINE_string("output", None, "Orbax checkpoint directory to create.")
+    flags.DEFINE_string("layers", "50", "ResNet depth (50, 101) or four comma-separated counts.")
+    flags.mark_flags_as_required(["format", "input", "output"])
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["format", "input", "output"])
+    _define_flags()
     app.run(main)

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from cwt_jax import classifier, cwt, losses
+from cwt_jax import classifier, cwt, losses, models
 from cwt_jax.models import PSPNet
 
 CLASSIFIER_INITS = ("torch", "zeros")
@@ -58,6 +58,9 @@ def episode_features(
 ) -> tuple[jnp.ndarray, jnp.ndarray]:
     """Eval-mode features of a batch of episodes, in one backbone pass.
 
+    Each episode's images stay together (supports, then query), so a batch sharded over
+    episodes needs no communication.
+
     Args:
       model: the frozen PSPNet.
       variables: its variables.
@@ -68,10 +71,10 @@ def episode_features(
       Support features (B, K, h, w, C) and query features (B, h, w, C).
     """
     batch, shot = support_images.shape[:2]
-    images = jnp.concatenate([support_images.reshape(-1, *support_images.shape[2:]), query_images])
-    features = model.apply(variables, images, train=False)
-    support_features = features[: batch * shot].reshape(batch, shot, *features.shape[1:])
-    return support_features, features[batch * shot :]
+    images = jnp.concatenate([support_images, query_images[:, None]], axis=1)
+    features = models.apply_backbone(model, variables, images.reshape(-1, *images.shape[2:]))
+    features = features.reshape(batch, shot + 1, *features.shape[1:])
+    return features[:, :shot], features[:, shot]
 
 
 def adapt(

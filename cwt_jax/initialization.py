@@ -5,7 +5,7 @@ import os
 import jax
 import jax.numpy as jnp
 
-from cwt_jax import checkpoints, convert, cwt, optimizers
+from cwt_jax import checkpoints, convert, cwt, errors, models
 from cwt_jax.models import PSPNet, resnet
 
 
@@ -22,7 +22,7 @@ def pspnet(model_config) -> PSPNet:
     try:
         resnet.stage_sizes(layers)
     except ValueError as error:
-        raise optimizers.ConfigError(str(error)) from None
+        raise errors.ConfigError(str(error)) from None
     return PSPNet(
         layers=layers,
         width=model_config.width,
@@ -30,11 +30,6 @@ def pspnet(model_config) -> PSPNet:
         dropout=model_config.dropout,
         dtype=jnp.dtype(model_config.dtype),
     )
-
-
-def init_pspnet(model: PSPNet, rng: jax.Array) -> dict:
-    """Random variables of the PSPNet (`{"params", "batch_stats"}`)."""
-    return jax.jit(lambda key: model.init(key, jnp.zeros((1, 33, 33, 3)), train=False))(rng)
 
 
 def load_backbone(path: str, model: PSPNet, key: str) -> dict:
@@ -52,7 +47,7 @@ def load_backbone(path: str, model: PSPNet, key: str) -> dict:
         variables = convert.load_pspnet(_existing(path, key), model.layers)
     else:
         variables = checkpoints.load_tree(_existing(path, key))
-    expected = jax.eval_shape(lambda: init_pspnet(model, jax.random.key(0)))
+    expected = jax.eval_shape(lambda: models.init_variables(model, jax.random.key(0)))
     return _checked(variables, expected, path, key)
 
 
@@ -91,7 +86,7 @@ def _checked(tree, expected, path: str, key: str):
     shapes = jax.tree.map(jnp.shape, tree)
     expected_shapes = jax.tree.map(lambda leaf: leaf.shape, expected)
     if shapes != expected_shapes:
-        raise convert.ConversionError(
+        raise errors.ConversionError(
             f"{key}={path} does not fit the configured model (model.layers, model.width, "
             "model.bottleneck_dim, cwt.heads); set them to the checkpoint's architecture."
         )

@@ -6,7 +6,7 @@ Pixels labelled 255 are ignored by both.
 import jax
 import jax.numpy as jnp
 
-IGNORE_LABEL = 255
+from cwt_jax.labels import IGNORE_LABEL
 
 
 def binary_class_weights(masks: jnp.ndarray) -> jnp.ndarray:

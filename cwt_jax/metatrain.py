@@ -9,22 +9,26 @@ import optax
 from cwt_jax import (
     cwt,
     data,
+    errors,
     evaluate,
     fewshot,
     initialization,
     input_pipeline,
     optimizers,
+    seeds,
     sharding,
     training,
 )
 from cwt_jax.metric_writer import MetricWriter
 
+VAL_SOURCES = ("novel_val", "base_holdout")
+
 
 def make_train_step(model, config):
     """A meta-training step on a batch of B episodes: two jitted programs.
 
-    The frozen backbone's pass is evaluation's (`evaluate.make_features_step`, compiled
-    with `models.inference_compiler_options()`); no gradient reaches it. The loss is the
+    The frozen backbone's pass is evaluation's (`fewshot.episode_features`); no gradient
+    reaches it. The loss is the
     mean of `fewshot.episode_loss` over the B episodes, each with its classifier
     initialisation and dropout keyed by `fewshot.episode_keys(step key, position)`; only
     the CWT parameters are updated.
@@ -61,8 +65,6 @@ def make_train_step(model, config):
             )
         )
 
-    features_step = evaluate.make_features_step(model)
-
     @jax.jit
     def update(state, support_features, query_features, batch, rng):
         loss, grads = jax.value_and_grad(batch_loss)(
@@ -73,22 +75,12 @@ def make_train_step(model, config):
             batch["query_mask"],
             rng,
         )
-        updates, opt_state = outer_optimizer.update(grads, state["opt_state"], state["params"])
-        new_state = {
-            **state,
-            "step": state["step"] + 1,
-            "params": optax.apply_updates(state["params"], updates),
-            "opt_state": opt_state,
-        }
-        norms = {
-            "grad_norm": optax.tree.norm(grads),
-            "param_norm": optax.tree.norm(state["params"]),
-        }
+        new_state, norms = training.apply_gradients(state, grads, outer_optimizer)
         return new_state, {"loss": loss, **norms}
 
     def train_step(state, backbone, batch, rng):
-        support_features, query_features = features_step(
-            backbone, batch["support_images"], batch["query_image"]
+        support_features, query_features = fewshot.episode_features(
+            model, backbone, batch["support_images"], batch["query_image"]
         )
         return update(state, support_features, query_features, batch, rng)
 
@@ -100,40 +92,84 @@ def outer_optimizer_from(section) -> optax.GradientTransformation:
     return optimizers.sgd_with_decay(section, section.lr, "metatrain")
 
 
+def validation_episodes(
+    config, inputs: input_pipeline.Inputs
+) -> tuple[data.Split, data.Split, list[dict]]:
+    """Meta-training's episodes and those of its validation, as `metatrain.val_source` says.
+
+    - "novel_val" (the original's choice): the test classes on the val split, in episodes
+      of a seed stream of their own, none equal to an evaluation episode.
+    - "base_holdout": the base classes on a held-out part of the train split
+      (`metatrain.holdout_fraction`), which meta-training does not use: model selection
+      that never sees a novel class.
+
+    Returns:
+      The split meta-training draws its episodes from, the split of the validation
+      episodes, and their specs.
+    """
+    section = config.metatrain
+    seed = seeds.data_seed(config.seed, seeds.Stream.VALIDATION)
+    sample = functools.partial(
+        data.sample_episode_list, shot=config.data.shot, seed=seed, shuffle_queries=True
+    )
+    if section.val_source == "base_holdout":
+        train_split, held_out = data.hold_out(inputs.train, section.holdout_fraction)
+        specs = sample(held_out, inputs.classes.base, num_episodes=section.val_episodes)
+        return train_split, held_out, specs
+    episode_list = data.read_episode_list(config.eval.episodes) if config.eval.episodes else None
+    evaluated = {
+        _identity(spec)
+        for run in evaluate.evaluation_runs(config, inputs, episode_list)
+        for spec in run
+    }
+    candidates = sample(inputs.val, inputs.test_classes, num_episodes=2 * section.val_episodes)
+    specs = [spec for spec in candidates if _identity(spec) not in evaluated]
+    if len(specs) < section.val_episodes:
+        raise errors.DataError(
+            f"Only {len(specs)} of {len(candidates)} validation episodes differ from every "
+            f"evaluation episode, fewer than metatrain.val_episodes={section.val_episodes}; "
+            "lower it or use metatrain.val_source=base_holdout."
+        )
+    return inputs.train, inputs.val, specs[: section.val_episodes]
+
+
+def _identity(spec: dict) -> tuple:
+    return spec["class_id"], spec["query_id"], tuple(spec["support_ids"])
+
+
 def metatrain(
     config, inputs: input_pipeline.Inputs, backbone, workdir: str, writer: MetricWriter
-) -> str:
-    """Runs or resumes stage 2; returns the directory of its best checkpoint.
+) -> dict:
+    """Runs or resumes stage 2; returns the validation scores of its best checkpoint.
 
     The best checkpoint holds the CWT parameters of the epoch with the best episodic
-    validation mIoU on the test classes of the val split (see `training.train`).
+    validation mIoU (`validation_episodes`; see `training.train`).
     """
     section = config.metatrain
     model = initialization.pspnet(config.model)
     episodes_per_step = section.episodes_per_step
     steps_per_epoch = section.episodes_per_epoch // episodes_per_step
     total_steps = section.epochs * steps_per_epoch
+    train_split, val_split, val_specs = validation_episodes(config, inputs)
     train_data = data.train_episodes(
-        inputs.train, inputs.classes.base, shot=config.data.shot,
-        image_size=config.data.image_size, num_episodes=total_steps * episodes_per_step,
-        seed=config.seed, augmentation=data.Augmentation(),
-    )  # fmt: skip
-    val_specs = data.sample_episode_list(
-        inputs.val, inputs.test_classes, shot=config.data.shot,
-        num_episodes=section.val_episodes, seed=config.seed,
-    )  # fmt: skip
-    params = cwt.init(jax.random.key(config.seed), model.bottleneck_dim, config.cwt.heads)
-    state = {
-        "step": jnp.zeros((), jnp.int32),
-        "params": params,
-        "opt_state": outer_optimizer_from(section).init(params),
-        "best_miou": jnp.full((), -1.0, jnp.float32),
-    }
+        train_split,
+        inputs.classes.base,
+        shot=config.data.shot,
+        image_size=config.data.image_size,
+        num_episodes=total_steps * episodes_per_step,
+        seed=config.seed,
+        augmentation=data.Augmentation(),
+    )
+    params = cwt.init(
+        seeds.key(config.seed, seeds.Stream.INIT), model.bottleneck_dim, config.cwt.heads
+    )
+    state = training.initial_state(params, outer_optimizer_from(section))
     train_step = make_train_step(model, config)
     # The same episodes every epoch: their feature cache (if any) is made once, when needed.
-    validation = functools.cache(
-        lambda: evaluate.prepare_runs(config, model, backbone, inputs.val, [val_specs])
+    validation_source = functools.cache(
+        lambda: evaluate.feature_source(config, model, backbone, val_split, [val_specs])
     )
+    scores = evaluate.make_scores(model, config.inner)
     workers = config.data.num_workers
 
     def batches(start_step):
@@ -142,20 +178,39 @@ def metatrain(
             yield {name: batch[name] for name in evaluate.EPISODE_ARRAYS}
 
     def validate(state):
-        eval_step, variables, val_batches = validation()
-        scores, _ = evaluate.run_episodes(
-            eval_step, variables, state["params"], val_batches(0),
-            num_episodes=len(val_specs), batch_size=config.eval.episodes_per_step,
-            run_key=jax.random.fold_in(jax.random.key(config.seed), 0), description="validation",
-        )  # fmt: skip
-        return {"miou": scores["cwt"]["miou"], "support_only_miou": scores["support_only"]["miou"]}
+        run, _ = evaluate.run_episodes(
+            scores,
+            validation_source(),
+            state["params"],
+            val_specs,
+            batch_size=config.eval.episodes_per_step,
+            run_key=seeds.key(config.seed, seeds.Stream.VALIDATION),
+            description="validation",
+        )
+        return {"miou": run["cwt"]["miou"], "support_only_miou": run["support_only"]["miou"]}
 
     mesh = sharding.data_mesh(episodes_per_step, "metatrain.episodes_per_step")
     replicated_backbone = sharding.replicate(backbone, mesh)
-    return training.train(
-        "metatrain", state,
-        lambda s, batch, rng: train_step(s, replicated_backbone, batch, rng), batches,
-        mesh=mesh, workdir=workdir, seed=config.seed, total_steps=total_steps,
-        steps_per_epoch=steps_per_epoch, checkpoint_every=section.checkpoint_every,
-        validate=validate, best_variables=lambda s: {"params": s["params"]}, writer=writer,
-    )  # fmt: skip
+    scores = training.train(
+        "metatrain",
+        state,
+        lambda s, batch, rng: train_step(s, replicated_backbone, batch, rng),
+        batches,
+        mesh=mesh,
+        workdir=workdir,
+        key=seeds.key(config.seed, seeds.Stream.METATRAIN),
+        total_steps=total_steps,
+        steps_per_epoch=steps_per_epoch,
+        checkpoint_every=section.checkpoint_every,
+        log_every=section.log_every,
+        validate=validate,
+        best_variables=lambda s: {"params": s["params"]},
+        writer=writer,
+    )
+    verdict = "beats" if scores["miou"] > scores["support_only_miou"] else "does not beat"
+    print(
+        f"metatrain: best validation mIoU {scores['miou']:.4f} with the CWT against "
+        f"{scores['support_only_miou']:.4f} support-only: the CWT {verdict} the classifier it "
+        "adapts."
+    )
+    return scores

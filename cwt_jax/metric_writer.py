@@ -33,7 +33,11 @@ class MetricWriter:
         summary = self._summary.result()
         for name, value in scalars.items():
             summary.add_scalar(f"{stage}/{name}", value, step)
-        summary.flush()
+
+    def flush(self) -> None:
+        """Writes the TensorBoard events recorded so far to disk."""
+        if self._enabled:
+            self._summary.result().flush()
 
     def close(self) -> None:
         """Flushes and closes the event file."""

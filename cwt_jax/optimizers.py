@@ -4,9 +4,7 @@ from collections.abc import Mapping
 
 import optax
 
-
-class ConfigError(ValueError):
-    """A config value that cannot work; the message names the key."""
+from cwt_jax.errors import ConfigError
 
 
 def build(

@@ -15,7 +15,9 @@ from cwt_jax import (
     interpolate,
     losses,
     metrics,
+    models,
     optimizers,
+    seeds,
     sharding,
     training,
 )
@@ -59,20 +61,10 @@ def make_train_step(model, optimizer, schedule: optax.Schedule, label_smoothing:
         (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state["params"], state["batch_stats"], batch, rng
         )
-        updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
-        new_state = {
-            **state,
-            "step": state["step"] + 1,
-            "params": optax.apply_updates(state["params"], updates),
-            "batch_stats": batch_stats,
-            "opt_state": opt_state,
-        }
-        return new_state, {
-            "loss": loss,
-            "lr": schedule(state["step"]),
-            "grad_norm": optax.tree.norm(grads),
-            "param_norm": optax.tree.norm(state["params"]),
-        }
+        new_state, norms = training.apply_gradients(
+            state, grads, optimizer, batch_stats=batch_stats
+        )
+        return new_state, {"loss": loss, "lr": schedule(state["step"]), **norms}
 
     return train_step
 
@@ -111,8 +103,8 @@ def make_eval_step(model, num_classes: int):
 
 def initial_state(config, model, optimizer, num_classes: int, resnet: dict | None) -> dict:
     """Random PSPNet and base classifier; the ResNet from `resnet` (`init.resnet`) if given."""
-    model_rng, classifier_rng = jax.random.split(jax.random.key(config.seed))
-    variables = initialization.init_pspnet(model, model_rng)
+    model_rng, classifier_rng = jax.random.split(seeds.key(config.seed, seeds.Stream.INIT))
+    variables = models.init_variables(model, model_rng)
     if resnet is not None:
         variables["params"]["backbone"] = resnet["params"]
         variables["batch_stats"]["backbone"] = resnet["batch_stats"]
@@ -125,13 +117,7 @@ def initial_state(config, model, optimizer, num_classes: int, resnet: dict | Non
             classifier_rng, (num_classes, model.bottleneck_dim), minval=-bound, maxval=bound
         ),
     }
-    return {
-        "step": jnp.zeros((), jnp.int32),
-        "params": params,
-        "batch_stats": variables["batch_stats"],
-        "opt_state": optimizer.init(params),
-        "best_miou": jnp.full((), -1.0, jnp.float32),
-    }
+    return training.initial_state(params, optimizer, batch_stats=variables["batch_stats"])
 
 
 def validate(eval_step, state, dataset, batch_size: int, workers: int) -> dict:
@@ -165,9 +151,13 @@ def pretrain(
     base = inputs.classes.base
     num_classes = len(base) + 1
     train_data = data.base_class_dataset(
-        inputs.train, base, image_size=section.image_size, seed=config.seed,
-        augmentation=input_pipeline.augmentation(section), num_epochs=section.epochs,
-    )  # fmt: skip
+        inputs.train,
+        base,
+        image_size=section.image_size,
+        seed=config.seed,
+        augmentation=input_pipeline.augmentation(section),
+        num_epochs=section.epochs,
+    )
     steps_per_epoch = len(train_data) // section.epochs // section.batch_size
     total_steps = len(train_data) // section.batch_size
     schedule = learning_rate_schedule(section, total_steps)
@@ -189,11 +179,18 @@ def pretrain(
             yield {name: batch[name] for name in ("image", "mask")}
 
     return training.train(
-        "pretrain", state, train_step, batches,
+        "pretrain",
+        state,
+        train_step,
+        batches,
         mesh=sharding.data_mesh(section.batch_size, "pretrain.batch_size"),
-        workdir=workdir, seed=config.seed, total_steps=total_steps,
-        steps_per_epoch=steps_per_epoch, checkpoint_every=section.checkpoint_every,
+        workdir=workdir,
+        key=seeds.key(config.seed, seeds.Stream.PRETRAIN),
+        total_steps=total_steps,
+        steps_per_epoch=steps_per_epoch,
+        checkpoint_every=section.checkpoint_every,
+        log_every=section.log_every,
         validate=lambda s: validate(eval_step, s, val_data, section.batch_size, workers),
         best_variables=lambda s: {"params": s["params"]["pspnet"], "batch_stats": s["batch_stats"]},
         writer=writer,
-    )  # fmt: skip
+    )

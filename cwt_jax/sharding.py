@@ -14,13 +14,14 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from cwt_jax import optimizers
-
 DATA_AXIS = "data"
 
 
 def data_mesh(batch_size: int, key: str) -> Mesh:
     """A mesh over the most devices that split `batch_size` evenly.
+
+    In a run of several processes `batch_size` is a multiple of the devices
+    (`config_checks.validate`); in one process, fewer devices are used with a warning.
 
     Args:
       batch_size: global batch size of the steps run on the mesh.
@@ -32,15 +33,14 @@ def data_mesh(batch_size: int, key: str) -> Mesh:
     devices = jax.devices()
     count = math.gcd(batch_size, len(devices))
     if count < len(devices):
-        if jax.process_count() > 1:
-            raise optimizers.ConfigError(
-                f"{key}={batch_size} must be a multiple of the {len(devices)} devices of a "
-                "multi-host run."
-            )
         logging.warning(
             "%s=%d uses %d of the %d devices; make it a multiple of %d to use all.",
-            key, batch_size, count, len(devices), len(devices),
-        )  # fmt: skip
+            key,
+            batch_size,
+            count,
+            len(devices),
+            len(devices),
+        )
     return Mesh(np.asarray(devices[:count]), (DATA_AXIS,))
 
 

@@ -4,7 +4,7 @@ A stage keeps two orbax managers under `<workdir>/<stage>/`: `latest/` (the whol
 state, saved every `checkpoint_every` steps and at each epoch end) and `best/` (the
 variables of the epoch with the best validation mIoU, which later stages and `init.*`
 keys read). A rerun of the same command restores `latest/` and continues from its step:
-batches are fixed by their index and step keys are `fold_in(seed key, step)`, so the
+batches are fixed by their index and step keys are `fold_in(stage key, step)`, so the
 resumed run computes exactly what an uninterrupted run would.
 """
 
@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import orbax.checkpoint as ocp
 import tqdm
 from jax.sharding import Mesh
@@ -34,6 +35,53 @@ def restore_latest(manager: ocp.CheckpointManager, state: dict) -> dict:
     return restored[STATE]
 
 
+def initial_state(params, optimizer: optax.GradientTransformation, **extra) -> dict:
+    """A train state at step 0, as a plain pytree.
+
+    Args:
+      params: the trained parameters.
+      optimizer: their optimiser.
+      **extra: further entries, e.g. batch-norm statistics.
+
+    Returns:
+      `{"step", "params", "opt_state", "best_miou", **extra}`; `best_miou` is the best
+      validation mIoU so far, -1 before any.
+    """
+    return {
+        "step": jnp.zeros((), jnp.int32),
+        "params": params,
+        "opt_state": optimizer.init(params),
+        "best_miou": jnp.full((), -1.0, jnp.float32),
+        **extra,
+    }
+
+
+def apply_gradients(
+    state: dict, grads, optimizer: optax.GradientTransformation, **replaced
+) -> tuple[dict, dict]:
+    """One optimiser step on `grads`.
+
+    Args:
+      state: from `initial_state`.
+      grads: gradients of `state["params"]`.
+      optimizer: the optimiser `state` was made with.
+      **replaced: entries of the new state given directly, e.g. batch-norm statistics.
+
+    Returns:
+      The new state, and the gradient and parameter norms (for the step's metrics).
+    """
+    updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
+    new_state = {
+        **state,
+        "step": state["step"] + 1,
+        "params": optax.apply_updates(state["params"], updates),
+        "opt_state": opt_state,
+        **replaced,
+    }
+    norms = {"grad_norm": optax.tree.norm(grads), "param_norm": optax.tree.norm(state["params"])}
+    return new_state, norms
+
+
 def train(
     stage: str,
     state: dict,
@@ -42,15 +90,20 @@ def train(
     *,
     mesh: Mesh,
     workdir: str,
-    seed: int,
+    key: jax.Array,
     total_steps: int,
     steps_per_epoch: int,
     checkpoint_every: int,
+    log_every: int,
     validate: Callable[[dict], dict],
     best_variables: Callable[[dict], dict],
     writer: MetricWriter,
-) -> str:
+) -> dict:
     """Runs (or resumes) a training stage to `total_steps`.
+
+    Steps are dispatched without waiting for the device: their metrics stay there until
+    every `log_every` steps (and before each validation and save), when they are fetched
+    at once, checked for a non-finite loss and written, one line per step.
 
     Args:
       stage: "pretrain" or "metatrain": names the checkpoints, metrics and progress bar.
@@ -60,37 +113,43 @@ def train(
         share, numpy).
       mesh: devices the batches are sharded over; the state is replicated.
       workdir: the run's work dir.
-      seed: root seed of the step keys.
+      key: the stage's key (`seeds.key`); step s uses `fold_in(key, s)`.
       total_steps: steps of the whole stage.
       steps_per_epoch: steps between validations.
       checkpoint_every: steps between saves of the latest state.
+      log_every: steps between fetches of the metrics.
       validate: state -> validation scores with "miou".
       best_variables: state -> the pytree kept as the stage's best checkpoint.
       writer: metric writer.
 
     Returns:
-      The directory of the stage's best checkpoint.
+      The validation scores of the stage's best checkpoint.
     """
     latest = checkpoints.manager(f"{workdir}/{stage}/latest")
     best = checkpoints.manager(f"{workdir}/{stage}/best", best_metric="miou")
     state = sharding.replicate(restore_latest(latest, state), mesh)
-    key = jax.random.key(seed)
     start = int(state["step"])
-    if start >= total_steps:
-        return best.directory.as_posix()
-    progress = tqdm.tqdm(batches(start), desc=stage, initial=start, total=total_steps)
-    for step, batch in enumerate(progress, start=start):
+    progress = tqdm.tqdm(desc=stage, initial=start, total=total_steps)
+    unlogged = []  # (step, metrics still on the device)
+    postfix = {}  # the running loss and the last validation scores
+    for step, batch in enumerate(batches(start) if start < total_steps else (), start=start):
         batch = sharding.shard_batch(batch, mesh)
         state, step_metrics = train_step(state, batch, jax.random.fold_in(key, step))
-        step_metrics = sharding.gather(step_metrics)
-        if not np.isfinite(step_metrics["loss"]):
-            raise FloatingPointError(f"The {stage} loss is {step_metrics['loss']} at step {step}.")
-        progress.set_postfix(loss=f"{step_metrics['loss']:.3f}")
-        writer.write(stage, step + 1, step_metrics)
+        unlogged.append((step + 1, step_metrics))
+        progress.update()
         epoch_end = (step + 1) % steps_per_epoch == 0
+        save = epoch_end or (step + 1) % checkpoint_every == 0
+        if save or (step + 1) % log_every == 0 or step + 1 == total_steps:
+            postfix["loss"] = f"{_log_steps(stage, unlogged, writer):.3f}"
+            progress.set_postfix(postfix)
+            unlogged = []
         if epoch_end:
             scores = validate(state)
             writer.write(stage, step + 1, {f"val_{name}": value for name, value in scores.items()})
+            summary = ", ".join(f"{name} {value:.4f}" for name, value in scores.items())
+            progress.write(f"{stage} step {step + 1}: validation {summary}")
+            postfix.update({f"val_{name}": f"{value:.3f}" for name, value in scores.items()})
+            progress.set_postfix(postfix)
             if scores["miou"] > float(state["best_miou"]):
                 best_miou = jnp.asarray(scores["miou"], jnp.float32)
                 # Placed like the rest of the state, so the step is not compiled again.
@@ -101,8 +160,21 @@ def train(
                     args=ocp.args.Composite(**{checkpoints.VARIABLES: variables}),
                     metrics=scores,
                 )
-        if epoch_end or (step + 1) % checkpoint_every == 0:
+        if save:
             latest.save(step + 1, args=ocp.args.Composite(**{STATE: ocp.args.StandardSave(state)}))
+    progress.close()
     latest.wait_until_finished()
     best.wait_until_finished()
-    return best.directory.as_posix()
+    return best.metrics(best.best_step())
+
+
+def _log_steps(stage: str, unlogged: list, writer: MetricWriter) -> float:
+    """Fetches and writes the metrics of the steps since the last log; their mean loss."""
+    steps = [step for step, _ in unlogged]
+    fetched = sharding.gather([step_metrics for _, step_metrics in unlogged])
+    for step, step_metrics in zip(steps, fetched, strict=True):
+        if not np.isfinite(step_metrics["loss"]):
+            raise FloatingPointError(f"The {stage} loss is {step_metrics['loss']} at step {step}.")
+        writer.write(stage, step, step_metrics)
+    writer.flush()
+    return float(np.mean([step_metrics["loss"] for step_metrics in fetched]))

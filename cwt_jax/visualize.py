@@ -1,9 +1,12 @@
 """PNG panels of episodes: support with its mask, query with ground truth and prediction."""
 
+import os
+
 import cv2
 import numpy as np
 
 from cwt_jax import data
+from cwt_jax.labels import IGNORE_LABEL
 
 _OUTLINE = (255, 255, 0)  # RGB
 _IGNORE = np.array([128, 128, 128], np.float32)
@@ -17,7 +20,8 @@ def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """
     rgb = np.clip(image * data.IMAGENET_STD + data.IMAGENET_MEAN, 0, 255)
     rgb[mask == 0] *= 0.35
-    rgb[mask == 255] = 0.5 * rgb[mask == 255] + 0.5 * _IGNORE
+    ignored = mask == IGNORE_LABEL
+    rgb[ignored] = 0.5 * rgb[ignored] + 0.5 * _IGNORE
     shown = np.ascontiguousarray(rgb.astype(np.uint8))
     outline, _ = cv2.findContours(
         (mask == 1).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE
@@ -43,7 +47,7 @@ def write_panel(
       query_mask: (H, W) ground truth.
       prediction: (H, W) predicted {0, 1} mask; padding (ground truth 255) is left blank.
     """
-    prediction = np.where(query_mask == 255, 255, prediction)
+    prediction = np.where(query_mask == IGNORE_LABEL, IGNORE_LABEL, prediction)
     panel = np.concatenate(
         [
             overlay(support_image, support_mask),
@@ -54,3 +58,24 @@ def write_panel(
     )
     if not cv2.imwrite(path, cv2.cvtColor(panel, cv2.COLOR_RGB2BGR)):
         raise OSError(f"Could not write {path}.")
+
+
+def write_panels(directory: str, episodes, predictions: np.ndarray) -> None:
+    """Writes `write_panel` PNGs of the first `len(predictions)` episodes into `directory`.
+
+    Args:
+      directory: created if needed.
+      episodes: indexable episode records (`data.episodes_from_list`).
+      predictions: (N, H, W) predictions of the first N episodes.
+    """
+    os.makedirs(directory, exist_ok=True)
+    for index, prediction in enumerate(predictions):
+        episode = episodes[index]
+        write_panel(
+            os.path.join(directory, f"episode{index:04d}_class{episode['class_id']}.png"),
+            episode["support_images"][0],
+            episode["support_masks"][0],
+            episode["query_image"],
+            episode["query_mask"],
+            prediction,
+        )

@@ -66,14 +66,23 @@ def main(argv):
         for shot in map(int, _SHOTS.value):
             datasets = {
                 "eval": data.eval_episodes(
-                    val, fold.novel, shot=shot, image_size=_IMAGE_SIZE.value,
-                    num_episodes=num_episodes, seed=0,
+                    val,
+                    fold.novel,
+                    shot=shot,
+                    image_size=_IMAGE_SIZE.value,
+                    num_episodes=num_episodes,
+                    seed=0,
                 ),
                 "train": data.train_episodes(
-                    train, fold.base, shot=shot, image_size=_IMAGE_SIZE.value,
-                    num_episodes=num_episodes, seed=0, augmentation=data.Augmentation(),
+                    train,
+                    fold.base,
+                    shot=shot,
+                    image_size=_IMAGE_SIZE.value,
+                    num_episodes=num_episodes,
+                    seed=0,
+                    augmentation=data.Augmentation(),
                 ),
-            }  # fmt: skip
+            }
             for name, dataset in datasets.items():
                 for workers in map(int, _WORKERS.value):
                     rate = episodes_per_second(dataset, workers)

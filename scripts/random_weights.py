@@ -16,7 +16,7 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from cwt_jax import checkpoints, cwt, initialization
+from cwt_jax import checkpoints, cwt, initialization, models
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Directory to create for both checkpoints.")
@@ -29,7 +29,7 @@ def main(argv) -> None:
     model = initialization.pspnet(config.model)
     key = jax.random.key(config.seed)
     checkpoints.save_tree(
-        os.path.join(_OUTPUT_DIR.value, "backbone"), initialization.init_pspnet(model, key)
+        os.path.join(_OUTPUT_DIR.value, "backbone"), models.init_variables(model, key)
     )
     params = cwt.init(jax.random.fold_in(key, 1), model.bottleneck_dim, config.cwt.heads)
     checkpoints.save_tree(os.path.join(_OUTPUT_DIR.value, "cwt"), {"params": params})

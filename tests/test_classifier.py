@@ -1,6 +1,8 @@
 """The support classifier: loss semantics, any optax optimiser, compilation, batching."""
 
+import compilations
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -72,12 +74,16 @@ def test_fit_compiles_once_per_shape(support):
     optimizer = optax.sgd(0.1)
     features = features[..., :7]  # a channel count no other test uses
     init = init[:, :7]
-    before = classifier.fit._cache_size()
-    for offset in (0.0, 1.0, 2.0):
-        classifier.fit(features + offset, masks, init, optimizer=optimizer, steps=5)
-    assert classifier.fit._cache_size() == before + 1
-    classifier.fit(features[:1], masks[:1], init, optimizer=optimizer, steps=5)
-    assert classifier.fit._cache_size() == before + 2
+    shifted = [jnp.asarray(features + offset) for offset in (0.0, 1.0, 2.0)]
+    one_support = jnp.asarray(features[:1]), jnp.asarray(masks[:1])
+    classifier.fit(shifted[0], masks, init, optimizer=optimizer, steps=5)
+    with compilations.counted() as again:
+        for shifted_features in shifted[1:]:
+            classifier.fit(shifted_features, masks, init, optimizer=optimizer, steps=5)
+    assert len(again) == 0
+    with compilations.counted() as new_shape:
+        classifier.fit(*one_support, init, optimizer=optimizer, steps=5)
+    assert len(new_shape) == 1
 
 
 def test_vmapped_fit_equals_one_episode_at_a_time(support):

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch_reference as ref
 
-from cwt_jax import checkpoints, convert, cwt
+from cwt_jax import checkpoints, convert, cwt, errors
 from cwt_jax.models import PSPNet, resnet
 
 BLOCKS, WIDTH, BOTTLENECK = (1, 2, 1, 1), 8, 16
@@ -56,7 +56,7 @@ def test_pspnet_loads_with_module_prefix_and_bare_dicts(tmp_path):
 def test_pspnet_misfits_name_the_key(tmp_path, edit, message):
     state = pspnet_state()
     edit(state)
-    with pytest.raises(convert.ConversionError) as error:
+    with pytest.raises(errors.ConversionError) as error:
         convert.load_pspnet(save(tmp_path / "bad.pth", state), BLOCKS)
     assert message in str(error.value)
 
@@ -64,10 +64,10 @@ def test_pspnet_misfits_name_the_key(tmp_path, edit, message):
 def test_pspnet_of_other_depth_is_refused(tmp_path):
     path = save(tmp_path / "shallow.pth", pspnet_state())
     with pytest.raises(
-        convert.ConversionError, match=r"missing keys layer2\.2\.bn1\.bias, .* and 5 more"
+        errors.ConversionError, match=r"missing keys layer2\.2\.bn1\.bias, .* and 5 more"
     ):
         convert.load_pspnet(path, (1, 3, 1, 1))
-    with pytest.raises(convert.ConversionError, match=r"unexpected keys layer2\.1\.bn1\.bias"):
+    with pytest.raises(errors.ConversionError, match=r"unexpected keys layer2\.1\.bn1\.bias"):
         convert.load_pspnet(path, (1, 1, 1, 1))
 
 
@@ -75,13 +75,13 @@ def test_unreadable_files_are_reported(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing.pth does not exist"):
         convert.load_pspnet(str(tmp_path / "nothing.pth"), 50)
     (tmp_path / "text.pth").write_text("not a checkpoint")
-    with pytest.raises(convert.ConversionError, match="text.pth is not a readable PyTorch"):
+    with pytest.raises(errors.ConversionError, match="text.pth is not a readable PyTorch"):
         convert.load_cwt(str(tmp_path / "text.pth"))
     torch.save({"epoch": 1}, tmp_path / "empty.pth")
-    with pytest.raises(convert.ConversionError, match="empty.pth holds no state dict"):
+    with pytest.raises(errors.ConversionError, match="empty.pth holds no state dict"):
         convert.load_cwt(str(tmp_path / "empty.pth"))
     torch.save({"state_dict": {"fc.weight": torch.zeros(2, 2)}}, tmp_path / "other.pth")
-    with pytest.raises(convert.ConversionError, match="other.pth has no key 'layer0.0.weight'"):
+    with pytest.raises(errors.ConversionError, match="other.pth has no key 'layer0.0.weight'"):
         convert.load_pspnet(str(tmp_path / "other.pth"), 50)
 
 
@@ -106,7 +106,7 @@ def test_imagenet_resnet_matches_pytorch_layer4(tmp_path):
 
 
 def test_imagenet_resnet_refuses_a_pspnet_file(tmp_path):
-    with pytest.raises(convert.ConversionError, match="has no key 'conv1.weight'"):
+    with pytest.raises(errors.ConversionError, match="has no key 'conv1.weight'"):
         convert.load_resnet(save(tmp_path / "psp.pth", pspnet_state()), BLOCKS)
 
 
@@ -117,19 +117,20 @@ def test_cwt_heads_are_read_from_shapes(tmp_path, heads):
     assert params["w_qkvs"]["kernel"].shape == (32, heads * 32)
     np.testing.assert_array_equal(params["fc"]["kernel"], transformer.fc.weight.detach().numpy().T)
     weights, query = np.random.RandomState(0).randn(2, 2, 32).astype(np.float32)
+    query_map = torch.from_numpy(query.T)[None, :, None]  # (1, C, h = 1, w = 2)
     with torch.no_grad():
-        expected = transformer.eval()(*(torch.from_numpy(a)[None] for a in (weights, query, query)))
+        expected = transformer.eval()(torch.from_numpy(weights)[None], query_map, query_map)
     np.testing.assert_allclose(cwt.apply(params, weights, query[None]), expected[0], atol=1e-5)
 
 
 def test_cwt_misfits_are_reported(tmp_path):
     state = dict(ref.MultiHeadAttentionOne(2, 32).state_dict())
     state["w_qkvs.weight"] = torch.zeros(50, 32)
-    with pytest.raises(convert.ConversionError, match="w_qkvs.weight has 50 rows"):
+    with pytest.raises(errors.ConversionError, match="w_qkvs.weight has 50 rows"):
         convert.load_cwt(save(tmp_path / "rows.pth", state))
     state = dict(ref.MultiHeadAttentionOne(2, 32).state_dict())
     del state["fc.bias"]
-    with pytest.raises(convert.ConversionError, match="missing keys fc.bias"):
+    with pytest.raises(errors.ConversionError, match="missing keys fc.bias"):
         convert.load_cwt(save(tmp_path / "bias.pth", state))
 
 

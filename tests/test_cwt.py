@@ -1,5 +1,6 @@
 """The Classifier Weight Transformer: per-query function, vmapped, eval and train modes."""
 
+import compilations
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -60,9 +61,13 @@ def test_apply_compiles_once_per_shape():
     params = cwt.init(jax.random.key(3), CHANNELS, HEADS)
     weights, features = inputs(4)
     features = features[:3]  # a query size no other test uses
-    before = cwt.apply._cache_size()
-    for offset in (0.0, 1.0, 2.0):
-        cwt.apply(params, weights + offset, features)
-    assert cwt.apply._cache_size() == before + 1
-    cwt.apply(params, weights, features[:2])
-    assert cwt.apply._cache_size() == before + 2
+    shifted = [weights + offset for offset in (0.0, 1.0, 2.0)]
+    smaller = features[:2]
+    cwt.apply(params, shifted[0], features)
+    with compilations.counted() as again:
+        for weights in shifted[1:]:
+            cwt.apply(params, weights, features)
+    assert len(again) == 0
+    with compilations.counted() as new_shape:
+        cwt.apply(params, weights, smaller)
+    assert len(new_shape) == 1

@@ -1,5 +1,7 @@
 import json
 import os
+import pathlib
+import subprocess
 import sys
 import time
 
@@ -74,9 +76,29 @@ def test_coco_layout_of_repri(tmp_path):
     assert len(train.eligible_images(80)) == 2
 
 
-def test_records_are_read_without_tensorflow(synthetic_dir):
-    open_split(synthetic_dir, "val").load(0)
-    assert "tensorflow" not in sys.modules
+def test_datasets_are_built_and_read_without_tensorflow(tmp_path):
+    """With a `tensorflow` that raises on import, a dataset is built, read and batched."""
+    stub = tmp_path / "stub" / "tensorflow"
+    stub.mkdir(parents=True)
+    (stub / "__init__.py").write_text('raise RuntimeError("TensorFlow was imported")\n')
+    program = (
+        "from cwt_jax import data\n"
+        f"directory = data.prepare_synthetic({str(tmp_path / 'tfds')!r}, seed=0, num_train=4,"
+        " num_val=60, image_size=128)\n"
+        "val = data.open_split(directory, 'val')\n"
+        "episodes = data.eval_episodes(val, (1, 2), shot=1, image_size=64, num_episodes=2,"
+        " seed=0)\n"
+        "print(next(iter(data.make_loader(episodes, batch_size=2)))['query_image'].shape)\n"
+    )
+    repository = pathlib.Path(__file__).resolve().parents[1]
+    completed = subprocess.run(
+        [sys.executable, "-c", program],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(stub.parent), str(repository)])},
+        capture_output=True,
+        text=True,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.strip().endswith("(2, 64, 64, 3)")
 
 
 def test_synthetic_is_a_function_of_the_seed(synthetic_dir, tmp_path):

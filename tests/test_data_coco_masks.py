@@ -22,13 +22,17 @@ def coco_root(tmp_path):
     crowd = {"counts": [], "size": [30, 40]}  # RLE, never drawn
     annotations = [
         # Image 1: a dog (category 90 -> class 4) over a person, with a second polygon.
-        {"image_id": 1, "category_id": 1, "iscrowd": 0,
-         "segmentation": [square(0, 0, 9, 9), square(30, 20, 39, 29)]},
+        {
+            "image_id": 1,
+            "category_id": 1,
+            "iscrowd": 0,
+            "segmentation": [square(0, 0, 9, 9), square(30, 20, 39, 29)],
+        },
         {"image_id": 1, "category_id": 90, "iscrowd": 0, "segmentation": [square(5, 5, 14, 14)]},
         {"image_id": 1, "category_id": 2, "iscrowd": 1, "segmentation": crowd},
         # Image 2 has only a crowd annotation: no mask.
         {"image_id": 2, "category_id": 3, "iscrowd": 1, "segmentation": crowd},
-    ]  # fmt: skip
+    ]
     os.makedirs(tmp_path / "annotations")
     for split in ("train2014", "val2014"):
         images = [

@@ -25,7 +25,7 @@ import torch_reference as ref
 from jax.experimental.compilation_cache import compilation_cache
 
 from configs import common
-from cwt_jax import checkpoints, convert, input_pipeline, main, optimizers
+from cwt_jax import checkpoints, errors, experiment, input_pipeline
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG_FILE = "configs/synthetic_fold0_1shot.py"
@@ -253,7 +253,7 @@ def converted(jobs):
 @pytest.fixture(scope="module")
 def pretrained(settings, tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("pretrain"))
-    main.run(tiny_config({**settings, "mode": "pretrain"}), workdir)
+    experiment.run(tiny_config({**settings, "mode": "pretrain"}), workdir)
     return workdir
 
 
@@ -295,7 +295,7 @@ def metatrained(executor, metatrain_settings, subprocess_env, tmp_path_factory):
       (work dir, future of `kill_and_rerun`).
     """
     workdir = str(tmp_path_factory.mktemp("metatrain"))
-    main.run(tiny_config(metatrain_settings), workdir)
+    experiment.run(tiny_config(metatrain_settings), workdir)
     resumed = tmp_path_factory.mktemp("resumed")
     return workdir, executor.submit(kill_and_rerun, resumed, metatrain_settings, subprocess_env)
 
@@ -310,7 +310,7 @@ def converted_eval(executor, settings, converted, torch_weights, subprocess_env,
     """
     workdir = str(tmp_path_factory.mktemp("eval_orbax"))
     overrides = {**settings, "mode": "eval"}
-    main.run(
+    experiment.run(
         tiny_config(
             {**overrides, "init.backbone": converted["backbone"], "init.cwt": converted["cwt"]}
         ),
@@ -362,7 +362,7 @@ def test_metatrain_validation_gives_the_same_numbers_without_the_feature_cache(
     """Validation reuses one feature cache every epoch (the default) or runs the backbone."""
     cached, _ = metatrained
     workdir = str(tmp_path / "uncached")
-    main.run(tiny_config({**metatrain_settings, "eval.feature_cache": False}), workdir)
+    experiment.run(tiny_config({**metatrain_settings, "eval.feature_cache": False}), workdir)
     names = {"loss", "val_miou", "val_support_only_miou"}
     expected, actual = read_metrics(cached), read_metrics(workdir)
     assert [line.keys() & names for line in actual] == [line.keys() & names for line in expected]
@@ -383,7 +383,7 @@ def test_non_default_inner_optimizer_runs_end_to_end(settings, converted, conver
         "inner.lr": 0.01,
         "eval.visualize": 3,
     }
-    main.run(tiny_config(overrides), workdir)
+    experiment.run(tiny_config(overrides), workdir)
     results = read_results(workdir)
     assert results["config"]["inner"]["optimizer"] == "adam"
     assert results["config"]["inner"]["optimizer_args"] == {"b1": 0.8}
@@ -406,14 +406,14 @@ def test_inner_optimizer_arguments_are_checked_before_any_work(settings, tmp_pat
         "inner.optimizer": "adam",
         "inner.optimizer_args": {"momentum": 0.9},
     }
-    with pytest.raises(optimizers.ConfigError, match=r"inner\.optimizer='adam' does not accept"):
-        main.run(tiny_config(overrides), str(workdir))
-    assert os.listdir(workdir) == []
+    with pytest.raises(errors.ConfigError, match=r"inner\.optimizer='adam' does not accept"):
+        experiment.run(tiny_config(overrides), str(workdir))
+    assert not workdir.exists()  # checked before the work dir is made
 
 
 def test_exported_episodes_are_evaluated_exactly_in_order(settings, converted, tmp_path):
     export_dir = tmp_path / "export"
-    main.run(tiny_config({**settings, "mode": "export_episodes"}), str(export_dir))
+    experiment.run(tiny_config({**settings, "mode": "export_episodes"}), str(export_dir))
     assert os.listdir(export_dir) == ["episodes.json"]
     with open(export_dir / "episodes.json") as file:
         episodes = json.load(file)
@@ -438,7 +438,7 @@ def test_exported_episodes_are_evaluated_exactly_in_order(settings, converted, t
         "eval.num_runs": 3,
         "eval.visualize": 5,
     }
-    main.run(tiny_config(overrides), str(workdir))
+    experiment.run(tiny_config(overrides), str(workdir))
     panels = sorted(os.listdir(workdir / "visualize"))
     assert panels == [
         f"episode{index:04d}_class{episode['class_id']}.png" for index, episode in enumerate(chosen)
@@ -455,7 +455,7 @@ def test_all_skips_a_finished_stage_and_eval_reads_the_stage_results(
     workdir = str(tmp_path / "run")
     shutil.copytree(pretrained, workdir)
     pretrain_lines = read_metrics(workdir)
-    main.run(tiny_config({**settings, "mode": "all"}), workdir)
+    experiment.run(tiny_config({**settings, "mode": "all"}), workdir)
     lines = read_metrics(workdir)
     assert lines[: len(pretrain_lines)] == pretrain_lines
     assert {line["stage"] for line in lines[len(pretrain_lines) :]} == {"metatrain", "eval"}
@@ -468,7 +468,7 @@ def test_all_skips_a_finished_stage_and_eval_reads_the_stage_results(
     assert results["config"]["mode"] == "all"
     assert 0 <= results["miou"] <= 1
 
-    main.run(tiny_config({**settings, "mode": "eval"}), workdir)
+    experiment.run(tiny_config({**settings, "mode": "eval"}), workdir)
     again = read_results(workdir)
     assert again["runs"] == results["runs"]
     assert again["config"]["mode"] == "eval"
@@ -502,7 +502,7 @@ def test_rerun_after_kill_between_best_and_latest_saves_completes(
     workdir = str(tmp_path / "run")
     shutil.copytree(metatrained, workdir)
     shutil.rmtree(os.path.join(workdir, "metatrain", "latest"))
-    main.run(tiny_config(metatrain_settings), workdir)
+    experiment.run(tiny_config(metatrain_settings), workdir)
     assert_trees_close(restore_state(workdir, "metatrain"), restore_state(metatrained, "metatrain"))
 
 
@@ -616,11 +616,11 @@ def test_user_error_ends_the_run_with_one_clear_line(jobs, settings, case):
     "overrides, error, message",
     [
         ({"init.cwt": "missing_cwt"}, FileNotFoundError, "init.cwt=missing_cwt does not exist"),
-        ({"model.width": 2 * WIDTH}, convert.ConversionError, "init.backbone=.* does not fit"),
-        ({"cwt.heads": 2 * HEADS}, convert.ConversionError, "init.cwt=.* does not fit"),
-        ({"mode": "train"}, optimizers.ConfigError, "mode='train' is not one of"),
-        ({"eval.cache_batch_size": 0}, optimizers.ConfigError, "cache_batch_size=0 must be"),
-        ({"eval.cache_memory": "disk"}, optimizers.ConfigError, "cache_memory='disk' is not"),
+        ({"model.width": 2 * WIDTH}, errors.ConversionError, "init.backbone=.* does not fit"),
+        ({"cwt.heads": 2 * HEADS}, errors.ConversionError, "init.cwt=.* does not fit"),
+        ({"mode": "train"}, errors.ConfigError, "mode='train' is not one of"),
+        ({"eval.cache_batch_size": 0}, errors.ConfigError, "cache_batch_size=0 must be"),
+        ({"eval.cache_memory": "disk"}, errors.ConfigError, "cache_memory='disk' is not"),
     ],
 )
 def test_inputs_are_checked_before_any_work(
@@ -637,7 +637,7 @@ def test_inputs_are_checked_before_any_work(
         }
     )
     with pytest.raises(error, match=message):
-        main.run(config, str(tmp_path / "run"))
+        experiment.run(config, str(tmp_path / "run"))
     assert not (tmp_path / "run" / "results.json").exists()
     assert not (tmp_path / "run" / "tb").exists()
 

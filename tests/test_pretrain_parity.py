@@ -171,9 +171,12 @@ def test_two_sgd_steps_match_repri(reference, tmp_path):
     train_step, optimizer = stage1_step(config)
     state = initial_state(*float32_variables(net, tmp_path), optimizer)
     torch_optimizer = torch.optim.SGD(
-        net.parameters(), lr=config.lr, momentum=config.momentum,
-        weight_decay=config.weight_decay, nesterov=config.nesterov,
-    )  # fmt: skip
+        net.parameters(),
+        lr=config.lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+        nesterov=config.nesterov,
+    )
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
         torch_optimizer, TOTAL_STEPS, eta_min=config.final_lr
     )
@@ -186,9 +189,11 @@ def test_two_sgd_steps_match_repri(reference, tmp_path):
         state = {**state, "params": params, "batch_stats": variables["batch_stats"]}
         lr = torch_optimizer.param_groups[0]["lr"]
         logits = F.interpolate(
-            net.classifier(net.extract_features(images)), (SIZE, SIZE),
-            mode="bilinear", align_corners=True,
-        )  # fmt: skip
+            net.classifier(net.extract_features(images)),
+            (SIZE, SIZE),
+            mode="bilinear",
+            align_corners=True,
+        )
         loss = repri_loss(logits, masks, SMOOTHING)
         torch_optimizer.zero_grad()
         loss.backward()
@@ -202,8 +207,10 @@ def test_two_sgd_steps_match_repri(reference, tmp_path):
         assert abs(float(metrics["lr"]) - lr) <= 1e-6 * lr
         update_errors = jax.tree.map(
             lambda new, true, old: update_error(new, true, np.asarray(old, np.float64)),
-            state["params"], expected_params, params,
-        )  # fmt: skip
+            state["params"],
+            expected_params,
+            params,
+        )
         statistics_errors = jax.tree.map(
             relative_error, state["batch_stats"], expected["batch_stats"]
         )

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from configs import common
-from cwt_jax import checkpoints, cwt, data, evaluate, initialization
+from cwt_jax import checkpoints, cwt, data, evaluate, initialization, models
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SIZE, SHOT, EPISODES = 64, 2, 16
@@ -35,7 +35,7 @@ def setup(tmp_path_factory):
         "config": config,
         "cache_dir": cache_dir,
         "model": model,
-        "backbone": initialization.init_pspnet(model, jax.random.key(0)),
+        "backbone": models.init_variables(model, jax.random.key(0)),
         "cwt": cwt.init(jax.random.key(1), 16, 2),
         "val": val,
         "specs": specs,
@@ -48,42 +48,56 @@ def run(setup, batch_size, cache=None, model=None, cache_batch_size=4):
     config.data.image_size, config.data.num_workers = SIZE, 0
     config.eval.episodes_per_step, config.eval.cache_batch_size = batch_size, cache_batch_size
     config.eval.feature_cache, config.eval.cache_memory = cache is not None, cache or "device"
-    step, variables, batches = evaluate.prepare_runs(
+    source = evaluate.feature_source(
         config, model or setup["model"], setup["backbone"], setup["val"], [setup["specs"]]
     )
-    if cache == "host":  # features come with the batches, from host memory
-        assert variables is None
-        assert isinstance(next(batches(0))["support_features"], np.ndarray)
-    elif cache:  # on the step's devices: split (each holds its share of every pass) or whole
-        passes, pass_size, *feature_shape = variables["features"].shape
-        devices = jax.devices()[: np.gcd(batch_size, jax.device_count())]
-        assert pass_size == -(-cache_batch_size // len(devices)) * len(devices)  # rounded up
-        share = pass_size // len(devices) if cache == "device" else pass_size
-        assert variables["features"].sharding.device_set == set(devices)
-        for shard in variables["features"].addressable_shards:
-            assert shard.data.shape == (passes, share, *feature_shape)
+    if cache:
+        arrays = source.cache.arrays
+        if cache == "host":  # NumPy in host memory; features come with the batches
+            assert isinstance(arrays["features"], np.ndarray)
+        else:  # on the step's devices: split (each holds its share of every pass) or whole
+            passes, pass_size, *feature_shape = arrays["features"].shape
+            devices = jax.devices()[: np.gcd(batch_size, jax.device_count())]
+            assert pass_size == -(-cache_batch_size // len(devices)) * len(devices)  # rounded up
+            share = pass_size // len(devices) if cache == "device" else pass_size
+            assert arrays["features"].sharding.device_set == set(devices)
+            for shard in arrays["features"].addressable_shards:
+                assert shard.data.shape == (passes, share, *feature_shape)
     results, _ = evaluate.run_episodes(
-        step, variables, setup["cwt"], batches(0), num_episodes=EPISODES, batch_size=batch_size,
+        evaluate.make_scores(model or setup["model"], config.inner),
+        source,
+        setup["cwt"],
+        setup["specs"],
+        batch_size=batch_size,
         run_key=jax.random.key(3),
-    )  # fmt: skip
+    )
     return results
 
 
 def assert_same_results(actual, expected):
+    """Equal to a query pixel.
+
+    XLA's CPU convolutions round differently for different numbers of images per device
+    (features ~1e-5 apart here), which can flip a pixel on the decision boundary; a pixel
+    moves a class IoU by under 1e-3 here, an episode counted twice, dropped or out of
+    place by far more.
+    """
     for method in evaluate.METHODS:
-        np.testing.assert_allclose(actual[method]["miou"], expected[method]["miou"], rtol=1e-6)
+        np.testing.assert_allclose(actual[method]["miou"], expected[method]["miou"], atol=1e-3)
         assert actual[method]["per_class_iou"].keys() == expected[method]["per_class_iou"].keys()
         for class_id, value in expected[method]["per_class_iou"].items():
-            np.testing.assert_allclose(actual[method]["per_class_iou"][class_id], value, rtol=1e-6)
+            np.testing.assert_allclose(actual[method]["per_class_iou"][class_id], value, atol=1e-3)
 
 
 def test_results_do_not_depend_on_batch_size_or_devices(setup):
-    """B = 1 runs on one device; B = 8 and 16 shard the episodes over the 4 CPU devices."""
+    """B = 1 runs on one device; B = 8 and 16 shard the episodes over the 4 CPU devices;
+    B = 3 and 6 leave a partial last batch (on one and two devices), padded and masked."""
     assert jax.device_count() == 4  # tests/conftest.py
     reference = run(setup, 1)
     assert 0 < reference["cwt"]["miou"] < 1
-    for batch_size in (8, 16):
+    for batch_size in (8, 16, 3, 6):
         assert_same_results(run(setup, batch_size), reference)
+    assert_same_results(run(setup, 6, cache="device"), reference)
 
 
 @pytest.mark.parametrize(
@@ -107,22 +121,38 @@ def test_bfloat16_backbone_stays_close(setup):
 
 def test_benchmark_prints_every_measurement():
     overrides = {
-        "model.layers": "(1,1,1,1)", "model.width": 4, "model.bottleneck_dim": 8,
-        "cwt.heads": 1, "data.image_size": 33, "pretrain.image_size": 33,
-        "pretrain.batch_size": 2, "eval.episodes_per_step": 2,
-        "metatrain.episodes_per_step": 2, "inner.steps": 3,
-    }  # fmt: skip
+        "model.layers": "(1,1,1,1)",
+        "model.width": 4,
+        "model.bottleneck_dim": 8,
+        "cwt.heads": 1,
+        "data.image_size": 33,
+        "pretrain.image_size": 33,
+        "pretrain.batch_size": 2,
+        "eval.episodes_per_step": 2,
+        "metatrain.episodes_per_step": 2,
+        "inner.steps": 3,
+    }
     command = [
-        sys.executable, "-m", "cwt_jax.benchmark", "--config=configs/synthetic_fold0_1shot.py",
-        "--repeats=1", *(f"--config.{key}={value}" for key, value in overrides.items()),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "cwt_jax.benchmark",
+        "--config=configs/synthetic_fold0_1shot.py",
+        "--repeats=1",
+        *(f"--config.{key}={value}" for key, value in overrides.items()),
+    ]
     completed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True)
     results = json.loads(completed.stdout)
     for key in (
-        "eval_episodes_per_s", "eval_cached_episodes_per_s", "metatrain_episodes_per_s",
-        "pretrain_images_per_s", "backbone_images_per_s", "eval_compile_s",
-        "peak_memory_bytes", "eval_flops_per_episode", "eval_flop_per_s",
-    ):  # fmt: skip
+        "eval_episodes_per_s",
+        "eval_cached_episodes_per_s",
+        "metatrain_episodes_per_s",
+        "pretrain_images_per_s",
+        "backbone_images_per_s",
+        "eval_compile_s",
+        "peak_memory_bytes",
+        "eval_flops_per_episode",
+        "eval_flop_per_s",
+    ):
         assert results[key] > 0, key
 
 
@@ -130,19 +160,35 @@ def eval_command(setup, workdir, weights, **overrides):
     """`cwt_jax.main` evaluating the setup's model and episodes' dataset (16 episodes)."""
     config = setup["config"]
     settings = {
-        "mode": "eval", "seed": 0, "data.shot": SHOT, "data.image_size": SIZE,
-        "data.synthetic_train": 20, "data.synthetic_val": 80, "data.synthetic_size": 128,
-        "data.cache_dir": setup["cache_dir"], "data.num_workers": 0,
+        "mode": "eval",
+        "seed": 0,
+        "data.shot": SHOT,
+        "data.image_size": SIZE,
+        "data.synthetic_train": 20,
+        "data.synthetic_val": 80,
+        "data.synthetic_size": 128,
+        "data.cache_dir": setup["cache_dir"],
+        "data.num_workers": 0,
         "model.layers": str(config.model.layers).replace(" ", ""),
-        "model.width": config.model.width, "model.bottleneck_dim": config.model.bottleneck_dim,
-        "cwt.heads": config.cwt.heads, "inner.steps": config.inner.steps,
-        "eval.num_runs": 1, "eval.num_episodes": EPISODES, "eval.episodes_per_step": 8,
-        "init.backbone": weights / "backbone", "init.cwt": weights / "cwt", **overrides,
-    }  # fmt: skip
+        "model.width": config.model.width,
+        "model.bottleneck_dim": config.model.bottleneck_dim,
+        "cwt.heads": config.cwt.heads,
+        "inner.steps": config.inner.steps,
+        "eval.num_runs": 1,
+        "eval.num_episodes": EPISODES,
+        "eval.episodes_per_step": 8,
+        "init.backbone": weights / "backbone",
+        "init.cwt": weights / "cwt",
+        **overrides,
+    }
     return [
-        sys.executable, "-m", "cwt_jax.main", "--config=configs/synthetic_fold0_1shot.py",
-        f"--workdir={workdir}", *(f"--config.{key}={value}" for key, value in settings.items()),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "cwt_jax.main",
+        "--config=configs/synthetic_fold0_1shot.py",
+        f"--workdir={workdir}",
+        *(f"--config.{key}={value}" for key, value in settings.items()),
+    ]
 
 
 def free_port() -> int:
@@ -165,10 +211,12 @@ def one_process_results(setup, weights, tmp_path_factory):
     """results.json of the evaluation in one process of 4 CPU devices."""
     workdir = tmp_path_factory.mktemp("one_process")
     completed = subprocess.run(
-        eval_command(setup, workdir, weights), cwd=REPO,
+        eval_command(setup, workdir, weights),
+        cwd=REPO,
         env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
-        capture_output=True, text=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     return json.loads((workdir / "results.json").read_text())
 
@@ -203,7 +251,7 @@ def test_two_processes_give_the_numbers_of_one(
                     env=env,
                     stdout=output,
                     stderr=subprocess.STDOUT,
-                )  # fmt: skip
+                )
             )
     for process, log in zip(processes, logs, strict=True):
         process.wait(timeout=300)

@@ -74,11 +74,17 @@ class PSPNet(nn.Module):
         super().__init__()
         resnet = resnet or DeepBaseResNet(blocks, width)
         self.layer0 = nn.Sequential(
-            resnet.conv1, resnet.bn1, resnet.relu,
-            resnet.conv2, resnet.bn2, resnet.relu,
-            resnet.conv3, resnet.bn3, resnet.relu,
+            resnet.conv1,
+            resnet.bn1,
+            resnet.relu,
+            resnet.conv2,
+            resnet.bn2,
+            resnet.relu,
+            resnet.conv3,
+            resnet.bn3,
+            resnet.relu,
             resnet.maxpool,
-        )  # fmt: skip
+        )
         self.layer1, self.layer2 = resnet.layer1, resnet.layer2
         self.layer3, self.layer4 = resnet.layer3, resnet.layer4
         for layer, dilation in ((self.layer3, 2), (self.layer4, 4)):

@@ -28,11 +28,11 @@ from cwt_jax.data.episodes import (
     train_episodes,
     write_episode_list,
 )
-from cwt_jax.data.errors import DataError
 from cwt_jax.data.loader import make_loader
-from cwt_jax.data.splits import MIN_CLASS_PIXELS, Split, open_split
+from cwt_jax.data.splits import MIN_CLASS_PIXELS, Split, hold_out, open_split
 from cwt_jax.data.stage1 import base_class_dataset
 from cwt_jax.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Augmentation
+from cwt_jax.errors import DataError
 
 __all__ = [
     "CLASS_NAMES",
@@ -49,6 +49,7 @@ __all__ = [
     "cross_dataset_classes",
     "episodes_from_list",
     "eval_episodes",
+    "hold_out",
     "make_loader",
     "open_split",
     "prepare_coco",

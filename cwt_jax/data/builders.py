@@ -19,7 +19,7 @@ import tensorflow_datasets as tfds
 
 from cwt_jax.data import codec, layouts, synthetic
 from cwt_jax.data.classes import CLASS_NAMES
-from cwt_jax.data.errors import DataError
+from cwt_jax.errors import DataError
 
 SPLITS = ("train", "val")
 

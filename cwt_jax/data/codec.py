@@ -7,9 +7,9 @@ write or read them; decoding happens here, in the grain workers.
 import cv2
 import numpy as np
 
-from cwt_jax.data.errors import DataError
+from cwt_jax.errors import DataError
+from cwt_jax.labels import IGNORE_LABEL
 
-IGNORE_LABEL = 255
 _JPEG_START, _JPEG_END = b"\xff\xd8", b"\xff\xd9"
 _PNG_START, _PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND"
 

@@ -30,9 +30,9 @@ import numpy as np
 
 from cwt_jax.data import transforms
 from cwt_jax.data.classes import CLASS_NAMES
-from cwt_jax.data.codec import IGNORE_LABEL
-from cwt_jax.data.errors import DataError
 from cwt_jax.data.splits import MIN_CLASS_PIXELS, Split
+from cwt_jax.errors import DataError
+from cwt_jax.labels import IGNORE_LABEL
 
 
 def sample_episodes(
@@ -76,11 +76,17 @@ def sample_episodes(
 
 
 def sample_episode_list(
-    split: Split, classes: Sequence[int], *, shot: int, num_episodes: int, seed: int
+    split: Split,
+    classes: Sequence[int],
+    *,
+    shot: int,
+    num_episodes: int,
+    seed: int,
+    shuffle_queries: bool = False,
 ) -> list[dict]:
-    """Evaluation episode specs (queries in list order) as a list.
+    """Episode specs as a list: evaluation's (queries in list order) by default.
 
-    The specs of ``sample_episodes(..., shuffle_queries=False)``, read by index: iterating
+    The specs of ``sample_episodes``, read by index: iterating
     the MapDataset starts grain's prefetch threads, which cost about ten times the
     sampling (~1 s instead of ~0.1 s per 1000 episodes on 2 CPU cores).
 
@@ -90,6 +96,7 @@ def sample_episode_list(
       shot: Number of support images K.
       num_episodes: Number of episodes.
       seed: Episode seed.
+      shuffle_queries: Shuffle the query list (as ``sample_episodes``).
 
     Returns:
       Specs ``{"class_id": int, "query_id": str, "support_ids": [str]}``.
@@ -99,7 +106,12 @@ def sample_episode_list(
 
     """
     specs = sample_episodes(
-        split, classes, shot=shot, num_episodes=num_episodes, seed=seed, shuffle_queries=False
+        split,
+        classes,
+        shot=shot,
+        num_episodes=num_episodes,
+        seed=seed,
+        shuffle_queries=shuffle_queries,
     )
     return [specs[index] for index in range(len(specs))]
 
@@ -212,10 +224,13 @@ def write_episode_list(path: str, specs: Iterable[dict]) -> None:
 
     """
     episodes = [
-        {"class_id": int(s["class_id"]), "query_id": str(s["query_id"]),
-         "support_ids": [str(i) for i in s["support_ids"]]}
+        {
+            "class_id": int(s["class_id"]),
+            "query_id": str(s["query_id"]),
+            "support_ids": [str(i) for i in s["support_ids"]],
+        }
         for s in specs
-    ]  # fmt: skip
+    ]
     with open(path, "w") as f:
         json.dump(episodes, f, indent=1)
 

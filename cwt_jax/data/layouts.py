@@ -18,7 +18,7 @@ A list file has one image per line, ``<image path> <mask path>`` relative to the
 import dataclasses
 import os
 
-from cwt_jax.data.errors import DataError
+from cwt_jax.errors import DataError
 
 README_HINT = "see the 'Data' section of README.md"
 

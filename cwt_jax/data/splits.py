@@ -3,13 +3,14 @@
 import dataclasses
 import functools
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
 
 from cwt_jax.data import codec
-from cwt_jax.data.errors import DataError
+from cwt_jax.errors import DataError
 
 # An image counts for a class only if the class covers this many pixels of its mask
 # (PFENet/RePRI/CWT's 2 * 32 * 32 rule, on the mask at its stored resolution).
@@ -64,6 +65,17 @@ class Split:
                     eligible.setdefault(class_id, []).append(index)
         return {c: np.array(indices, np.int64) for c, indices in eligible.items()}
 
+    def subset(self, indices: Sequence[int], name: str) -> "Split":
+        """The records at `indices` (in that order) as a split of their own, named `name`."""
+        indices = tuple(int(index) for index in indices)
+        return Split(
+            dataset=self.dataset,
+            name=name,
+            source=_Records(self.source, indices),
+            ids=tuple(self.ids[index] for index in indices),
+            class_pixels=tuple(self.class_pixels[index] for index in indices),
+        )
+
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Decodes one record.
 
@@ -78,6 +90,38 @@ class Split:
         name = f"record {self.ids[index]!r} of {self.dataset}/{self.name}"
         image = codec.decode_image(record["image"], name).astype(np.float32)
         return image, codec.decode_mask(record["mask"], name)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Records:
+    """Some records of a data source, by index."""
+
+    source: Any
+    indices: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int):
+        return self.source[self.indices[index]]
+
+
+def hold_out(split: Split, fraction: float) -> tuple[Split, Split]:
+    """Splits a split's images into a kept part and a held-out part.
+
+    Every `round(1 / fraction)`-th image is held out, so both parts span the list.
+
+    Args:
+      split: e.g. the train split.
+      fraction: the part held out, in (0, 1).
+
+    Returns:
+      (kept, held out), named `<name>` and `<name>_holdout`.
+    """
+    every = round(1 / fraction)
+    held = [index for index in range(len(split)) if index % every == every - 1]
+    kept = [index for index in range(len(split)) if index % every != every - 1]
+    return split.subset(kept, split.name), split.subset(held, f"{split.name}_holdout")
 
 
 def open_split(dataset_dir: str, split: str) -> Split:

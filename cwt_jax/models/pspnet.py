@@ -63,9 +63,12 @@ class PyramidBottleneck(nn.Module):
         kernel = self.param("kernel", resnet.conv_init, (3, 3, channels, self.features))
         x, kernel, *pyramid = nn.dtypes.promote_dtype(x, kernel, *pyramid, dtype=self.dtype)
         out = jax.lax.conv_general_dilated(
-            x, kernel[:, :, : x.shape[-1]], (1, 1), [(1, 1), (1, 1)],
+            x,
+            kernel[:, :, : x.shape[-1]],
+            (1, 1),
+            [(1, 1), (1, 1)],
             dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        )  # fmt: skip
+        )
         height, width = x.shape[-3:-1]
         row_terms, row_matrices, start = [], [], x.shape[-1]
         for level in pyramid:
@@ -157,34 +160,46 @@ def extract_features(
       (N, h, w, bottleneck_dim) features with h = (H - 1) // 8 + 1, likewise w.
     """
     model = PSPNet(layers=layers, width=width, bottleneck_dim=bottleneck_dim)
-    return _jitted_apply_eval()(model, variables, images)
+    return apply_backbone(model, variables, images)
+
+
+def apply_backbone(model: PSPNet, variables, images: jnp.ndarray) -> jnp.ndarray:
+    """The frozen PSPNet's eval-mode features: the one compiled program of the backbone.
+
+    Evaluation, its feature cache, meta-training and `extract_features` all run the
+    backbone through this function, so a shape is compiled once, and compiled with
+    `_backbone_compiler_options`.
+
+    Args:
+      model: the PSPNet (static: one program per model and shape).
+      variables: its variables.
+      images: (N, H, W, 3) normalised images.
+
+    Returns:
+      (N, h, w, C) features.
+    """
+    return _backbone_program()(model, variables, images)
 
 
 @functools.cache
-def _jitted_apply_eval():
+def _backbone_program():
     # Built on first use: the compiler options depend on the backend, which must not be
     # initialised at import (jax.distributed.initialize comes first).
     def apply_eval(model: PSPNet, variables, images: jnp.ndarray) -> jnp.ndarray:
         return model.apply(variables, images, train=False)
 
-    return jax.jit(apply_eval, static_argnums=0, compiler_options=inference_compiler_options())
+    return jax.jit(apply_eval, static_argnums=0, compiler_options=_backbone_compiler_options())
 
 
 _YNN_DOT_FUSION = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
 
 
-@functools.cache
-def inference_compiler_options() -> dict[str, str]:
-    """XLA options for programs dominated by the PSPNet's forward pass.
+def _backbone_compiler_options() -> dict[str, str]:
+    """XLA options for the backbone's program: YNNPACK dot fusion on CPU, where it exists.
 
-    On CPU, XLA's YNNPACK dot fusion also takes the convolutions: PSPNet-50's forward at
-    233 px went from 0.9 to 0.5-0.6 s per image on a 2-core AVX-512 machine (same numbers
-    to float round-off). It slows small matrix products: the inner loop (2x at 8 episodes
-    per step) and the demo model's training steps, so only backbone-only programs use it.
-    Elsewhere, or where XLA lacks the option, none.
-
-    Returns:
-      `compiler_options` for `jax.jit`.
+    On CPU, XLA's YNNPACK dot fusion also takes the convolutions, which makes the PSPNet's
+    forward pass about twice as fast (same numbers to float round-off). It slows small
+    matrix products, such as the inner loop's, so only the backbone's program uses it.
     """
     if jax.default_backend() != "cpu":
         return {}

@@ -215,3 +215,12 @@ class DilatedResNet(nn.Module):
                 name=f"layer{index + 1}",
             )(x, train)
         return x
+
+
+# Initialising needs an image; any size gives the same variables.
+_INIT_IMAGES = (1, 33, 33, 3)
+
+
+def init_variables(model: nn.Module, rng: jax.Array) -> dict:
+    """Random variables (`{"params", "batch_stats"}`) of a `DilatedResNet` or `PSPNet`."""
+    return jax.jit(lambda key: model.init(key, jnp.zeros(_INIT_IMAGES), train=False))(rng)

@@ -1,0 +1,83 @@
+"""Every check of a config, made before any work: a bad value stops the run with one line."""
+
+import jax
+
+from cwt_jax import feature_cache, fewshot, initialization, metatrain, optimizers
+from cwt_jax.errors import ConfigError
+
+MODES = ("pretrain", "metatrain", "eval", "all", "export_episodes")
+# The stages each mode runs, in order; a stage is skipped when its `init.*` key is given.
+STAGES = {
+    "pretrain": ("pretrain",),
+    "metatrain": ("metatrain",),
+    "eval": ("eval",),
+    "all": ("pretrain", "metatrain", "eval"),
+    "export_episodes": (),
+}
+
+
+def validate(config) -> None:
+    """Raises `ConfigError` naming the key of the first value that cannot work.
+
+    Runs after `jax.distributed.initialize` (the device checks need the devices of every
+    process) and before any data, weights or files are touched.
+    """
+    if config.mode not in MODES:
+        raise ConfigError(f"mode={config.mode!r} is not one of {', '.join(MODES)}.")
+    stages = STAGES[config.mode]
+    initialization.pspnet(config.model)
+    optimizers.inner_optimizer(config.inner)
+    _one_of("inner.init", config.inner.init, fewshot.CLASSIFIER_INITS)
+    _at_least_one("inner.steps", config.inner.steps)
+    if "pretrain" in stages:
+        _batch("pretrain.batch_size", config.pretrain.batch_size)
+        _at_least_one("pretrain.log_every", config.pretrain.log_every)
+        _at_least_one("pretrain.checkpoint_every", config.pretrain.checkpoint_every)
+    if "metatrain" in stages:
+        section = config.metatrain
+        metatrain.outer_optimizer_from(section)
+        _batch("metatrain.episodes_per_step", section.episodes_per_step)
+        per_epoch, per_step = section.episodes_per_epoch, section.episodes_per_step
+        if per_epoch < 1 or per_epoch % per_step:
+            raise ConfigError(
+                f"metatrain.episodes_per_epoch={per_epoch} is not a multiple of "
+                f"metatrain.episodes_per_step={per_step}; change either."
+            )
+        _at_least_one("metatrain.val_episodes", section.val_episodes)
+        _one_of("metatrain.val_source", section.val_source, metatrain.VAL_SOURCES)
+        if not 0 < section.holdout_fraction < 1:
+            raise ConfigError(
+                f"metatrain.holdout_fraction={section.holdout_fraction} must lie in (0, 1)."
+            )
+        _at_least_one("metatrain.log_every", section.log_every)
+        _at_least_one("metatrain.checkpoint_every", section.checkpoint_every)
+    if {"metatrain", "eval"} & set(stages):  # meta-training's validation is an evaluation
+        _batch("eval.episodes_per_step", config.eval.episodes_per_step)
+        _at_least_one("eval.cache_batch_size", config.eval.cache_batch_size)
+        _one_of("eval.cache_memory", config.eval.cache_memory, feature_cache.MEMORIES)
+    if config.mode in ("eval", "all", "export_episodes"):
+        _at_least_one("eval.num_runs", config.eval.num_runs)
+        _at_least_one("eval.num_episodes", config.eval.num_episodes)
+
+
+def _one_of(key: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}.")
+
+
+def _at_least_one(key: str, value: int) -> None:
+    if value < 1:
+        raise ConfigError(f"{key}={value} must be at least 1.")
+
+
+def _batch(key: str, batch_size: int) -> None:
+    """A global batch size: at least 1; a multiple of the devices across processes.
+
+    Each process of a multi-process run loads its devices' share of every batch.
+    """
+    _at_least_one(key, batch_size)
+    if jax.process_count() > 1 and batch_size % jax.device_count():
+        raise ConfigError(
+            f"{key}={batch_size} must be a multiple of the {jax.device_count()} devices of a "
+            "multi-process run."
+        )

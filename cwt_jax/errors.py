@@ -1,0 +1,27 @@
+"""The errors a user can cause: each message is one sentence naming the file, key or value.
+
+The command-line programs print them as one line and exit non-zero; every other
+exception is a bug and keeps its traceback.
+"""
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the key."""
+
+
+class DataError(ValueError):
+    """A dataset, list file, image or episode that cannot be read or used."""
+
+
+class ConversionError(ValueError):
+    """A checkpoint that does not fit the model it is read for."""
+
+
+USER_ERRORS = (
+    ConfigError,
+    DataError,
+    ConversionError,
+    FileNotFoundError,
+    FileExistsError,
+    PermissionError,
+)

@@ -1,0 +1,105 @@
+"""A whole run: checks, weights, data, then the stages of `config.mode` in turn.
+
+Starting weights, in order: the work dir's own stage results, then `init.backbone` /
+`init.cwt`, then `init.resnet` (stage 1 only), then random initialisation (stage 1 only).
+"""
+
+import os
+import tempfile
+
+import jax
+
+from cwt_jax import config_checks, data, evaluate, initialization, input_pipeline, sharding
+from cwt_jax.metatrain import metatrain
+from cwt_jax.metric_writer import MetricWriter
+from cwt_jax.pretrain import pretrain
+
+
+def run(config, workdir: str) -> None:
+    """Runs `config.mode` in `workdir`; a bad input stops it before any work.
+
+    Args:
+      config: the whole config (`configs/common.py`).
+      workdir: where checkpoints, metrics and results are written.
+    """
+    if config.distributed.enabled:
+        section = config.distributed
+        jax.distributed.initialize(
+            section.coordinator_address or None,
+            section.num_processes or None,
+            section.process_id if section.process_id >= 0 else None,
+        )
+    config_checks.validate(config)
+    _check_writable(workdir)
+    stages = config_checks.STAGES[config.mode]
+    model = initialization.pspnet(config.model)
+    resnet = backbone = cwt_params = episode_list = None
+    if config.init.resnet and "pretrain" in stages:
+        resnet = initialization.load_resnet(config.init.resnet, model, "init.resnet")
+    if config.init.backbone:
+        backbone = initialization.load_backbone(config.init.backbone, model, "init.backbone")
+    if config.init.cwt:
+        cwt_params = initialization.load_cwt(
+            config.init.cwt, model.bottleneck_dim, config.cwt.heads, "init.cwt"
+        )
+    if config.eval.episodes and "eval" in stages:
+        episode_list = data.read_episode_list(config.eval.episodes)
+    inputs = sharding.in_turn(lambda: input_pipeline.prepare(config.data, config.seed, workdir))
+    if config.mode == "export_episodes":
+        _export_episodes(config, inputs, workdir)
+        return
+    writer = MetricWriter(workdir)
+    try:
+        if "pretrain" in stages and backbone is None:
+            pretrain(config, inputs, workdir, writer, resnet)
+        if not {"metatrain", "eval"} & set(stages):
+            return
+        if backbone is None:
+            backbone = _stage_result(workdir, "pretrain", "init.backbone")
+            backbone = initialization.load_backbone(backbone, model, "init.backbone")
+        if "metatrain" in stages and cwt_params is None:
+            metatrain(config, inputs, backbone, workdir, writer)
+        if "eval" not in stages:
+            return
+        if cwt_params is None:
+            path = _stage_result(workdir, "metatrain", "init.cwt")
+            cwt_params = initialization.load_cwt(
+                path, model.bottleneck_dim, config.cwt.heads, "init.cwt"
+            )
+        evaluate.evaluate(config, inputs, backbone, cwt_params, workdir, writer, episode_list)
+    finally:
+        writer.close()
+
+
+def _export_episodes(config, inputs: input_pipeline.Inputs, workdir: str) -> None:
+    """Writes the episodes of evaluation run 0 to `<workdir>/episodes.json`."""
+    specs = data.sample_episode_list(
+        inputs.val,
+        inputs.test_classes,
+        shot=config.data.shot,
+        num_episodes=config.eval.num_episodes,
+        seed=config.seed,
+    )
+    path = os.path.join(workdir, "episodes.json")
+    data.write_episode_list(path, specs)
+    print(f"Wrote {len(specs)} episodes to {path}")
+
+
+def _stage_result(workdir: str, stage: str, key: str) -> str:
+    path = os.path.join(workdir, stage, "best")
+    if not os.path.isdir(path) or not os.listdir(path):
+        raise FileNotFoundError(
+            f"No {stage} result in {path}; set {key} to a checkpoint or run mode={stage} first."
+        )
+    return path
+
+
+def _check_writable(workdir: str) -> None:
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        with tempfile.TemporaryFile(dir=workdir):  # a name of its own: processes share workdir
+            pass
+    except OSError as error:
+        raise PermissionError(
+            f"--workdir={workdir} cannot be written ({error.strerror}); choose another directory."
+        ) from None
