@@ -51,11 +51,11 @@ def base() -> ml_collections.ConfigDict:
     config.pretrain.epochs = 100
     config.pretrain.batch_size = 12
     config.pretrain.image_size = 417
-    config.pretrain.lr = 0.0025
+    config.pretrain.optimizer = "sgd"  # any optax optimiser taking learning_rate
+    config.pretrain.optimizer_args = ml_collections.ConfigDict({"momentum": 0.9, "nesterov": True})
+    config.pretrain.lr = 0.0025  # cosine schedule to final_lr, stepped per iteration
     config.pretrain.final_lr = 1e-6
-    config.pretrain.momentum = 0.9
-    config.pretrain.nesterov = True
-    config.pretrain.weight_decay = 1e-4
+    config.pretrain.weight_decay = 1e-4  # coupled, as PyTorch's
     config.pretrain.label_smoothing = 0.1
     config.pretrain.scale_range = ()  # e.g. (0.5, 2.0); empty: no random scale
     config.pretrain.rotation_range = ()  # e.g. (-10, 10); empty: no rotation
@@ -65,8 +65,9 @@ def base() -> ml_collections.ConfigDict:
 
     config.inner = ml_collections.ConfigDict()
     config.inner.optimizer = "sgd"  # any optax optimiser taking learning_rate
-    config.inner.lr = 0.1
     config.inner.optimizer_args = ml_collections.ConfigDict()  # e.g. {"momentum": 0.9}
+    config.inner.lr = 0.1
+    config.inner.weight_decay = 0.0
     config.inner.steps = 200
     config.inner.init = "torch"  # torch: uniform(+-1/sqrt(C)) as nn.Conv2d | zeros
 
@@ -79,10 +80,10 @@ def base() -> ml_collections.ConfigDict:
     config.metatrain.epochs = 20
     config.metatrain.episodes_per_epoch = 6000
     config.metatrain.episodes_per_step = 1
+    config.metatrain.optimizer = "sgd"  # any optax optimiser taking learning_rate
+    config.metatrain.optimizer_args = ml_collections.ConfigDict({"momentum": 0.9, "nesterov": True})
     config.metatrain.lr = 0.001
-    config.metatrain.momentum = 0.9
-    config.metatrain.nesterov = True
-    config.metatrain.weight_decay = 1e-4
+    config.metatrain.weight_decay = 1e-4  # coupled, as PyTorch's
     config.metatrain.val_episodes = 1000
     config.metatrain.val_source = "novel_val"  # novel_val (the original's) | base_holdout
     config.metatrain.holdout_fraction = 0.1  # base_holdout: train images kept for validation
@@ -134,14 +135,16 @@ def synthetic(fold: int, shot: int) -> ml_collections.ConfigDict:
     config.pretrain.batch_size = 16
     config.pretrain.lr = 0.02
     config.pretrain.checkpoint_every = 100
+    config.pretrain.log_every = 25
     config.metatrain.epochs = 4
-    config.metatrain.lr = 0.2  # the short schedule needs a far larger step than the paper's
-    config.metatrain.episodes_per_epoch = 300
+    config.metatrain.lr = 0.4  # the short schedule needs a far larger step than the paper's
+    config.metatrain.episodes_per_epoch = 1500
     config.metatrain.episodes_per_step = 4
     config.metatrain.val_episodes = 96
-    config.metatrain.checkpoint_every = 50
+    config.metatrain.checkpoint_every = 100
+    config.metatrain.log_every = 50
     config.inner.steps = 100
-    config.eval.num_runs = 2
+    config.eval.num_runs = 5
     config.eval.num_episodes = 200
     config.eval.episodes_per_step = 8
     return config

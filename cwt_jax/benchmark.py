@@ -23,6 +23,7 @@ from ml_collections import config_flags
 
 from cwt_jax import (
     classifier,
+    cli,
     cwt,
     errors,
     evaluate,
@@ -171,7 +172,7 @@ def benchmark(config, repeats: int) -> dict:
         variables,
         all_images.reshape(-1, *all_images.shape[2:]),
     ) + program_flops(scores, params, features, key)
-    inner_optimizer = optimizers.inner_optimizer(config.inner)
+    inner_optimizer = optimizers.from_config(config.inner, "inner")
 
     @jax.jit
     def inner_update(weights, features, masks):
@@ -191,7 +192,7 @@ def benchmark(config, repeats: int) -> dict:
     meta_batch = config.metatrain.episodes_per_step
     mesh = sharding.data_mesh(meta_batch, "metatrain.episodes_per_step")
     train_step = metatrain.make_train_step(model, config)
-    optimizer = metatrain.outer_optimizer_from(config.metatrain)
+    optimizer = optimizers.from_config(config.metatrain, "metatrain")
     state = training.initial_state(cwt_params, optimizer)
     meta_inputs = sharding.shard_batch(episode_batch(rng, meta_batch, shot, size), mesh)
     args = (*sharding.replicate((state, backbone), mesh), meta_inputs, key)
@@ -202,7 +203,7 @@ def benchmark(config, repeats: int) -> dict:
     section = config.pretrain
     mesh = sharding.data_mesh(section.batch_size, "pretrain.batch_size")
     schedule = optax.constant_schedule(section.lr)
-    optimizer = optimizers.sgd_with_decay(section, schedule, "pretrain")
+    optimizer = optimizers.from_config(section, "pretrain", schedule)
     state = pretrain.initial_state(config, model, optimizer, num_classes=16, resnet=None)
     pretrain_step = pretrain.make_train_step(model, optimizer, schedule, section.label_smoothing)
     size = section.image_size
@@ -229,4 +230,4 @@ def main(argv) -> None:
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["config"])
-    app.run(main)
+    app.run(main, flags_parser=functools.partial(cli.parse_flags, _CONFIG))

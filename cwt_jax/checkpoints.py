@@ -46,7 +46,7 @@ def load_tree(path: str):
         raise FileNotFoundError(f"{path} is not an orbax checkpoint directory; check the path.")
     steps = ocp.CheckpointManager(
         path,
-        options=ocp.CheckpointManagerOptions(read_only=True),
+        options=ocp.CheckpointManagerOptions(create=False),  # read_only=True would log warnings
         item_handlers={VARIABLES: ocp.StandardCheckpointHandler()},
     )
     step = steps.best_step()

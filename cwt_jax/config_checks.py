@@ -26,16 +26,17 @@ def validate(config) -> None:
         raise ConfigError(f"mode={config.mode!r} is not one of {', '.join(MODES)}.")
     stages = STAGES[config.mode]
     initialization.pspnet(config.model)
-    optimizers.inner_optimizer(config.inner)
+    optimizers.from_config(config.inner, "inner")
     _one_of("inner.init", config.inner.init, fewshot.CLASSIFIER_INITS)
     _at_least_one("inner.steps", config.inner.steps)
     if "pretrain" in stages:
+        optimizers.from_config(config.pretrain, "pretrain")
         _batch("pretrain.batch_size", config.pretrain.batch_size)
         _at_least_one("pretrain.log_every", config.pretrain.log_every)
         _at_least_one("pretrain.checkpoint_every", config.pretrain.checkpoint_every)
     if "metatrain" in stages:
         section = config.metatrain
-        metatrain.outer_optimizer_from(section)
+        optimizers.from_config(section, "metatrain")
         _batch("metatrain.episodes_per_step", section.episodes_per_step)
         per_epoch, per_step = section.episodes_per_epoch, section.episodes_per_step
         if per_epoch < 1 or per_epoch % per_step:

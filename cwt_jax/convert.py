@@ -248,6 +248,8 @@ def _cwt_key(flax_path: tuple[str, ...]) -> str:
 
 
 FLAGS = flags.FLAGS
+
+
 def main(argv: Sequence[str]) -> None:
     """Converts one .pth file and writes it as an orbax checkpoint."""
     del argv

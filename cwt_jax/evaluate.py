@@ -1,26 +1,24 @@
 """Few-shot evaluation: runs of episodes scored with and without the CWT.
 
-A run's batches come from a feature source (`feature_source`): either the backbone runs
-on each batch's images, or a feature cache made once for all runs is read
-(`cwt_jax.feature_cache`). Either way `make_scores` scores each batch with
-`fewshot.episode_predictions`, and `run_episodes` sums the counts. Evaluation and
-meta-training's validation both go this way.
+A run's batches come from a feature source (`feature_source.make`): either the backbone
+runs on each batch's images, or a feature cache made once for all runs is read. Either
+way `make_scores` scores each batch with `fewshot.episode_predictions`, and
+`run_episodes` sums the counts. Evaluation and meta-training's validation both go this
+way.
 """
 
-import dataclasses
-import functools
 import os
-from collections.abc import Callable, Iterator, Sequence
+import time
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import tqdm
-from jax.sharding import Mesh
 
 from cwt_jax import (
     data,
-    feature_cache,
+    feature_source,
     fewshot,
     initialization,
     input_pipeline,
@@ -33,88 +31,7 @@ from cwt_jax import (
 )
 from cwt_jax.metric_writer import MetricWriter
 
-EPISODE_ARRAYS = ("support_images", "support_masks", "query_image", "query_mask")
 METHODS = ("cwt", "support_only")
-
-
-@dataclasses.dataclass(frozen=True)
-class FeatureSource:
-    """Where evaluation's features come from.
-
-    Attributes:
-      batches: `(specs, batch_size)` -> this process's share of each batch of the specs'
-        episodes, as global arrays on `mesh`: support_features (B, K, h, w, C),
-        support_masks (B, K, S, S), query_features (B, h, w, C), query_mask (B, S, S),
-        class_id (B,) and episode (B,), the index in `specs`; `len(specs)` is a multiple
-        of `batch_size`.
-      mesh: the devices of the evaluation.
-      cache: the feature cache read, None where the backbone runs on each batch.
-    """
-
-    batches: Callable[[Sequence[dict], int], Iterator[dict]]
-    mesh: Mesh
-    cache: feature_cache.FeatureCache | None = None
-
-
-def feature_source(config, model, backbone, split: data.Split, runs: list[list[dict]]):
-    """The feature source of the runs' episodes; every episode is checked first.
-
-    With `eval.feature_cache`, the features of every image of the runs are computed here,
-    once; without it, each batch runs the backbone on its episodes' images.
-
-    Args:
-      config: the whole config (its `data` and `eval` sections are read).
-      model: the PSPNet.
-      backbone: its variables.
-      split: the split holding the episodes' images.
-      runs: each run's episode specs.
-
-    Returns:
-      A `FeatureSource`.
-    """
-    section = config.eval
-    for specs in runs:  # checks every episode's images and class before any work
-        data.episodes_from_list(split, specs, image_size=config.data.image_size)
-    mesh = sharding.data_mesh(section.episodes_per_step, "eval.episodes_per_step")
-    if not section.feature_cache:
-        backbone = sharding.replicate(backbone, mesh)
-        return FeatureSource(
-            functools.partial(_backbone_batches, model, backbone, split, config.data, mesh),
-            mesh,
-        )
-    image_ids = [i for specs in runs for s in specs for i in (s["query_id"], *s["support_ids"])]
-    cache = feature_cache.build(
-        model,
-        backbone,
-        split,
-        image_ids,
-        image_size=config.data.image_size,
-        batch_size=section.cache_batch_size,
-        dtype=jnp.dtype(section.cache_dtype),
-        mesh=mesh,
-        memory=section.cache_memory,
-    )
-    return FeatureSource(functools.partial(feature_cache.batches, cache), mesh, cache)
-
-
-def _backbone_batches(model, backbone, split, data_config, mesh, specs, batch_size):
-    """`FeatureSource.batches` running the backbone on each batch's images."""
-    episodes = data.episodes_from_list(split, specs, image_size=data_config.image_size)
-    episodes = episodes.map_with_index(lambda index, record: {**record, "episode": index})
-    for batch in input_pipeline.loader(episodes, batch_size, data_config.num_workers):
-        names = (*EPISODE_ARRAYS, "class_id", "episode")
-        batch = sharding.shard_batch({name: np.asarray(batch[name]) for name in names}, mesh)
-        support_features, query_features = fewshot.episode_features(
-            model, backbone, batch["support_images"], batch["query_image"]
-        )
-        yield {
-            "support_features": support_features,
-            "support_masks": batch["support_masks"],
-            "query_features": query_features,
-            "query_mask": batch["query_mask"],
-            "class_id": batch["class_id"],
-            "episode": batch["episode"],
-        }
 
 
 def make_scores(model, inner_config) -> Callable:
@@ -126,9 +43,9 @@ def make_scores(model, inner_config) -> Callable:
 
     Returns:
       `scores(cwt_params, batch, run_key)` -> ({method: (intersections (B, 2), unions
-      (B, 2))}, CWT predictions (B, S, S)); `batch` as `FeatureSource.batches` yields.
+      (B, 2))}, {method: predictions (B, S, S)}); `batch` as `feature_source` yields it.
     """
-    optimizer = optimizers.inner_optimizer(inner_config)
+    optimizer = optimizers.from_config(inner_config, "inner")
 
     @jax.jit
     def scores(cwt_params, batch, run_key):
@@ -158,14 +75,14 @@ def make_scores(model, inner_config) -> Callable:
             )
             for method in METHODS
         }
-        return counts, predictions["cwt"]
+        return counts, predictions
 
     return scores
 
 
 def run_episodes(
     scores: Callable,
-    source: FeatureSource,
+    source: feature_source.FeatureSource,
     cwt_params,
     specs: Sequence[dict],
     *,
@@ -182,20 +99,24 @@ def run_episodes(
 
     Args:
       scores: from `make_scores`.
-      source: from `feature_source`.
+      source: from `feature_source.make`.
       cwt_params: transformer parameters.
       specs: the run's episode specs.
       batch_size: episodes per compiled step B.
       run_key: key of the run's classifier initialisations.
-      keep_predictions: number of CWT predictions to return, from the first episodes.
+      keep_predictions: number of episodes to return predictions of, from the first.
       description: progress bar label.
 
     Returns:
-      {method: {"miou", "fb_iou", "per_class_iou"}} for "cwt" and "support_only", and the
-      kept predictions (keep_predictions, S, S).
+      {method: {"miou", "fb_iou", "per_class_iou"}} for "cwt" and "support_only", and
+      {method: {"predictions" (N, S, S), "iou" (N,)}} of the first N = keep_predictions
+      episodes.
     """
     padded = list(specs) + [specs[-1]] * (-len(specs) % batch_size)
     cwt_params = sharding.replicate(cwt_params, source.mesh)
+    # Each process loads a share of every batch: the first episodes lie in the first
+    # `keep_predictions` episodes' worth of batches of each process.
+    kept_batches = -(-keep_predictions * jax.process_count() // batch_size)
     class_ids, episodes, counts, kept = [], [], [], []
     for batch in tqdm.tqdm(
         source.batches(padded, batch_size),
@@ -207,22 +128,31 @@ def run_episodes(
         class_ids.append(batch["class_id"])
         episodes.append(batch["episode"])
         counts.append(batch_counts)
-        if len(kept) * batch_size < keep_predictions:
+        if len(kept) < kept_batches:
             kept.append(predictions)
     class_ids, episodes, counts, kept = sharding.gather((class_ids, episodes, counts, kept))
-    real = np.concatenate(episodes) < len(specs)  # the padding's copies are left out
-
-    def column(method, index):  # intersections (0) or unions (1) of the real episodes
-        return np.concatenate([batch_counts[method][index] for batch_counts in counts])[real]
-
+    episodes = np.concatenate(episodes)
+    counts = {  # (E, 2) intersections and unions of each method
+        method: [np.concatenate([c[method][i] for c in counts]) for i in (0, 1)]
+        for method in METHODS
+    }
+    real = episodes < len(specs)  # the padding's copies are left out
     run = {
         method: metrics.summarize_episodes(
-            np.concatenate(class_ids)[real], column(method, 0), column(method, 1)
+            np.concatenate(class_ids)[real], counts[method][0][real], counts[method][1][real]
         )
         for method in METHODS
     }
-    kept = np.concatenate(kept)[:keep_predictions] if kept else np.zeros((0,))
-    return run, kept
+    first = np.argsort(episodes)[:keep_predictions]  # rows of the first episodes, in order
+    first = first[episodes[first] < min(keep_predictions, len(specs))]
+    shown = {  # their predictions and foreground IoUs
+        method: {
+            "predictions": np.concatenate([k[method] for k in kept])[first] if kept else None,
+            "iou": metrics.iou(counts[method][0][first, 1], counts[method][1][first, 1]),
+        }
+        for method in METHODS
+    }
+    return run, shown
 
 
 def evaluation_runs(
@@ -264,13 +194,14 @@ def evaluate(
       The results (`results.summarize`).
     """
     section = config.eval
+    start = time.perf_counter()
+    names = dict(enumerate(data.CLASS_NAMES[inputs.val.dataset], start=1))
     model = initialization.pspnet(config.model)
     runs = evaluation_runs(config, inputs, episode_list)
-    source = feature_source(config, model, backbone, inputs.val, runs)
-    scores = make_scores(model, config.inner)
-    per_run = []
+    source = feature_source.make(config, model, backbone, inputs.val, runs)
+    scores, per_run = make_scores(model, config.inner), []
     for run, specs in enumerate(tqdm.tqdm(runs, desc="eval runs")):
-        run_scores, predictions = run_episodes(
+        run_scores, shown = run_episodes(
             scores,
             source,
             cwt_params,
@@ -281,16 +212,29 @@ def evaluate(
             description=f"eval run {run}",
         )
         per_run.append(run_scores)
-        writer.write(
-            "eval",
-            run,
-            {f"{m}_{k}": run_scores[m][k] for m in METHODS for k in ("miou", "fb_iou")},
-        )
-        if len(predictions) and jax.process_index() == 0:
+        scalars = {f"{m}_{k}": run_scores[m][k] for m in METHODS for k in ("miou", "fb_iou")}
+        writer.write("eval", run, scalars)
+        if run == 0 and section.visualize and jax.process_index() == 0:
             episodes = data.episodes_from_list(inputs.val, specs, image_size=config.data.image_size)
-            visualize.write_panels(os.path.join(workdir, "visualize"), episodes, predictions)
-    summary = results.summarize(per_run, config)
+            visualize.write_panels(
+                os.path.join(workdir, "visualize"),
+                episodes,
+                {method: shown[method]["predictions"] for method in METHODS},
+                {method: shown[method]["iou"] for method in METHODS},
+                names,
+            )
+    summary = results.summarize(
+        per_run,
+        config,
+        classes={class_id: names[class_id] for class_id in inputs.test_classes},
+        episodes=[len(specs) for specs in runs],
+        seconds=time.perf_counter() - start,
+    )
     if jax.process_index() == 0:
-        results.write(os.path.join(workdir, "results.json"), summary)
-        print(results.format_table(summary, inputs.classes.names))
+        path = os.path.join(workdir, "results.json")
+        results.write(path, summary)
+        print(results.format_table(summary, names))
+        print(
+            f"Wrote {path}" + (f" and panels to {workdir}/visualize" if section.visualize else "")
+        )
     return summary

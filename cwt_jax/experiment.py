@@ -4,12 +4,22 @@ Starting weights, in order: the work dir's own stage results, then `init.backbon
 `init.cwt`, then `init.resnet` (stage 1 only), then random initialisation (stage 1 only).
 """
 
+import contextlib
 import os
+import shutil
 import tempfile
 
 import jax
 
-from cwt_jax import config_checks, data, evaluate, initialization, input_pipeline, sharding
+from cwt_jax import (
+    config_checks,
+    data,
+    errors,
+    evaluate,
+    initialization,
+    input_pipeline,
+    sharding,
+)
 from cwt_jax.metatrain import metatrain
 from cwt_jax.metric_writer import MetricWriter
 from cwt_jax.pretrain import pretrain
@@ -30,21 +40,26 @@ def run(config, workdir: str) -> None:
             section.process_id if section.process_id >= 0 else None,
         )
     config_checks.validate(config)
-    _check_writable(workdir)
     stages = config_checks.STAGES[config.mode]
     model = initialization.pspnet(config.model)
     resnet = backbone = cwt_params = episode_list = None
-    if config.init.resnet and "pretrain" in stages:
-        resnet = initialization.load_resnet(config.init.resnet, model, "init.resnet")
-    if config.init.backbone:
-        backbone = initialization.load_backbone(config.init.backbone, model, "init.backbone")
-    if config.init.cwt:
-        cwt_params = initialization.load_cwt(
-            config.init.cwt, model.bottleneck_dim, config.cwt.heads, "init.cwt"
-        )
-    if config.eval.episodes and "eval" in stages:
-        episode_list = data.read_episode_list(config.eval.episodes)
-    inputs = sharding.in_turn(lambda: input_pipeline.prepare(config.data, config.seed, workdir))
+    with _removed_on_error(workdir):
+        _check_writable(workdir)
+        if config.init.resnet and "pretrain" in stages:
+            resnet = initialization.load_resnet(config.init.resnet, model, "init.resnet")
+        if config.init.backbone:
+            backbone = initialization.load_backbone(config.init.backbone, model, "init.backbone")
+        if config.init.cwt:
+            cwt_params = initialization.load_cwt(
+                config.init.cwt, model.bottleneck_dim, config.cwt.heads, "init.cwt"
+            )
+        if config.eval.episodes and "eval" in stages:
+            episode_list = data.read_episode_list(config.eval.episodes)
+        inputs = sharding.in_turn(lambda: input_pipeline.prepare(config.data, config.seed, workdir))
+        if episode_list is not None:
+            data.check_episode_list(
+                inputs.val, episode_list, inputs.test_classes, config.eval.episodes
+            )
     if config.mode == "export_episodes":
         _export_episodes(config, inputs, workdir)
         return
@@ -83,6 +98,22 @@ def _export_episodes(config, inputs: input_pipeline.Inputs, workdir: str) -> Non
     path = os.path.join(workdir, "episodes.json")
     data.write_episode_list(path, specs)
     print(f"Wrote {len(specs)} episodes to {path}")
+
+
+@contextlib.contextmanager
+def _removed_on_error(workdir: str):
+    """Removes `workdir` when a user error stops the run in the block and the run made it.
+
+    Around the checks of a run's inputs, so that a run that stops on one leaves nothing
+    behind (a partly prepared dataset included).
+    """
+    existed = os.path.exists(workdir)
+    try:
+        yield
+    except errors.USER_ERRORS:
+        if not existed and jax.process_index() == 0:
+            shutil.rmtree(workdir, ignore_errors=True)
+        raise
 
 
 def _stage_result(workdir: str, stage: str, key: str) -> str:

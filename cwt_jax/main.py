@@ -28,6 +28,13 @@ def main(argv) -> None:
         experiment.run(_CONFIG.value, _WORKDIR.value)
     except errors.USER_ERRORS as error:
         sys.exit(f"error: {error}")
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted: rerun the same command to resume from {_WORKDIR.value}'s last "
+            "checkpoint.",
+            file=sys.stderr,
+        )
+        sys.exit(130)
 
 
 if __name__ == "__main__":

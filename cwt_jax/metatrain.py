@@ -4,13 +4,13 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from cwt_jax import (
     cwt,
     data,
     errors,
     evaluate,
+    feature_source,
     fewshot,
     initialization,
     input_pipeline,
@@ -35,10 +35,10 @@ def make_train_step(model, config):
 
     Returns:
       `train_step(state, backbone, batch, rng)` -> (state, metrics); `batch` holds
-      `evaluate.EPISODE_ARRAYS`.
+      `feature_source.EPISODE_ARRAYS`.
     """
-    inner_optimizer = optimizers.inner_optimizer(config.inner)
-    outer_optimizer = outer_optimizer_from(config.metatrain)
+    inner_optimizer = optimizers.from_config(config.inner, "inner")
+    outer_optimizer = optimizers.from_config(config.metatrain, "metatrain")
 
     def batch_loss(cwt_params, support_features, support_masks, query_features, query_masks, rng):
         def loss_of(episode_support_features, episode_support_masks, query, query_mask, episode):
@@ -85,11 +85,6 @@ def make_train_step(model, config):
         return update(state, support_features, query_features, batch, rng)
 
     return train_step
-
-
-def outer_optimizer_from(section) -> optax.GradientTransformation:
-    """SGD with Nesterov momentum and weight decay over the CWT parameters."""
-    return optimizers.sgd_with_decay(section, section.lr, "metatrain")
 
 
 def validation_episodes(
@@ -163,11 +158,11 @@ def metatrain(
     params = cwt.init(
         seeds.key(config.seed, seeds.Stream.INIT), model.bottleneck_dim, config.cwt.heads
     )
-    state = training.initial_state(params, outer_optimizer_from(section))
+    state = training.initial_state(params, optimizers.from_config(section, "metatrain"))
     train_step = make_train_step(model, config)
     # The same episodes every epoch: their feature cache (if any) is made once, when needed.
     validation_source = functools.cache(
-        lambda: evaluate.feature_source(config, model, backbone, val_split, [val_specs])
+        lambda: feature_source.make(config, model, backbone, val_split, [val_specs])
     )
     scores = evaluate.make_scores(model, config.inner)
     workers = config.data.num_workers
@@ -175,7 +170,7 @@ def metatrain(
     def batches(start_step):
         start = start_step * episodes_per_step
         for batch in input_pipeline.loader(train_data, episodes_per_step, workers, start):
-            yield {name: batch[name] for name in evaluate.EPISODE_ARRAYS}
+            yield {name: batch[name] for name in feature_source.EPISODE_ARRAYS}
 
     def validate(state):
         run, _ = evaluate.run_episodes(
@@ -206,6 +201,9 @@ def metatrain(
         validate=validate,
         best_variables=lambda s: {"params": s["params"]},
         writer=writer,
+        settings=training.stage_settings(
+            config, ("seed", "data", "model", "init.backbone", "inner", "cwt", "metatrain")
+        ),
     )
     verdict = "beats" if scores["miou"] > scores["support_only_miou"] else "does not beat"
     print(

@@ -34,6 +34,23 @@ class MetricWriter:
         for name, value in scalars.items():
             summary.add_scalar(f"{stage}/{name}", value, step)
 
+    def truncate(self, stage: str, step: int) -> None:
+        """Drops the JSON lines of `stage` after `step`: a resumed stage writes them again.
+
+        TensorBoard discards the events a restart orphans itself, so its files are kept.
+        """
+        if not self._enabled or not os.path.isfile(self._path):
+            return
+        with open(self._path) as lines:
+            kept = [
+                line
+                for line in lines
+                if not (json.loads(line)["stage"] == stage and json.loads(line)["step"] > step)
+            ]
+        with open(self._path + ".tmp", "w") as lines:
+            lines.writelines(kept)
+        os.replace(self._path + ".tmp", self._path)
+
     def flush(self) -> None:
         """Writes the TensorBoard events recorded so far to disk."""
         if self._enabled:

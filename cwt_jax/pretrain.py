@@ -161,7 +161,7 @@ def pretrain(
     steps_per_epoch = len(train_data) // section.epochs // section.batch_size
     total_steps = len(train_data) // section.batch_size
     schedule = learning_rate_schedule(section, total_steps)
-    optimizer = optimizers.sgd_with_decay(section, schedule, "pretrain")
+    optimizer = optimizers.from_config(section, "pretrain", schedule)
     val_data = data.base_class_dataset(
         inputs.val, base, image_size=section.image_size, seed=config.seed, augmentation=None
     )
@@ -193,4 +193,7 @@ def pretrain(
         validate=lambda s: validate(eval_step, s, val_data, section.batch_size, workers),
         best_variables=lambda s: {"params": s["params"]["pspnet"], "batch_stats": s["batch_stats"]},
         writer=writer,
+        settings=training.stage_settings(
+            config, ("seed", "data", "model", "init.resnet", "pretrain")
+        ),
     )

@@ -8,6 +8,10 @@ batches are fixed by their index and step keys are `fold_in(stage key, step)`, s
 resumed run computes exactly what an uninterrupted run would.
 """
 
+import functools
+import json
+import operator
+import os
 from collections.abc import Callable, Iterable
 
 import jax
@@ -98,6 +102,7 @@ def train(
     validate: Callable[[dict], dict],
     best_variables: Callable[[dict], dict],
     writer: MetricWriter,
+    settings: dict,
 ) -> dict:
     """Runs (or resumes) a training stage to `total_steps`.
 
@@ -121,6 +126,8 @@ def train(
       validate: state -> validation scores with "miou".
       best_variables: state -> the pytree kept as the stage's best checkpoint.
       writer: metric writer.
+      settings: the config keys the stage depends on (`stage_settings`), kept in
+        `<workdir>/<stage>/settings.json`; a rerun with other values names them.
 
     Returns:
       The validation scores of the stage's best checkpoint.
@@ -129,43 +136,98 @@ def train(
     best = checkpoints.manager(f"{workdir}/{stage}/best", best_metric="miou")
     state = sharding.replicate(restore_latest(latest, state), mesh)
     start = int(state["step"])
-    progress = tqdm.tqdm(desc=stage, initial=start, total=total_steps)
-    unlogged = []  # (step, metrics still on the device)
-    postfix = {}  # the running loss and the last validation scores
-    for step, batch in enumerate(batches(start) if start < total_steps else (), start=start):
-        batch = sharding.shard_batch(batch, mesh)
-        state, step_metrics = train_step(state, batch, jax.random.fold_in(key, step))
-        unlogged.append((step + 1, step_metrics))
-        progress.update()
-        epoch_end = (step + 1) % steps_per_epoch == 0
-        save = epoch_end or (step + 1) % checkpoint_every == 0
-        if save or (step + 1) % log_every == 0 or step + 1 == total_steps:
-            postfix["loss"] = f"{_log_steps(stage, unlogged, writer):.3f}"
-            progress.set_postfix(postfix)
-            unlogged = []
-        if epoch_end:
-            scores = validate(state)
-            writer.write(stage, step + 1, {f"val_{name}": value for name, value in scores.items()})
-            summary = ", ".join(f"{name} {value:.4f}" for name, value in scores.items())
-            progress.write(f"{stage} step {step + 1}: validation {summary}")
-            postfix.update({f"val_{name}": f"{value:.3f}" for name, value in scores.items()})
-            progress.set_postfix(postfix)
-            if scores["miou"] > float(state["best_miou"]):
-                best_miou = jnp.asarray(scores["miou"], jnp.float32)
-                # Placed like the rest of the state, so the step is not compiled again.
-                state = {**state, "best_miou": sharding.replicate(best_miou, mesh)}
-                variables = ocp.args.StandardSave(best_variables(state))
-                best.save(
-                    step + 1,
-                    args=ocp.args.Composite(**{checkpoints.VARIABLES: variables}),
-                    metrics=scores,
+    _compare_settings(os.path.join(workdir, stage), settings, start, total_steps)
+    writer.truncate(stage, start)  # a resumed stage logs its steps after `start` again
+    # Closed before an exception leaves (Ctrl-C), so the bar is not drawn after the message.
+    with tqdm.tqdm(desc=stage, initial=start, total=total_steps) as progress:
+        unlogged = []  # (step, metrics still on the device)
+        postfix = {}  # the running loss and the last validation scores
+        for step, batch in enumerate(batches(start) if start < total_steps else (), start=start):
+            batch = sharding.shard_batch(batch, mesh)
+            state, step_metrics = train_step(state, batch, jax.random.fold_in(key, step))
+            unlogged.append((step + 1, step_metrics))
+            progress.update()
+            epoch_end = (step + 1) % steps_per_epoch == 0
+            save = epoch_end or (step + 1) % checkpoint_every == 0
+            if save or (step + 1) % log_every == 0 or step + 1 == total_steps:
+                postfix["loss"] = f"{_log_steps(stage, unlogged, writer):.3f}"
+                progress.set_postfix(postfix)
+                unlogged = []
+            if epoch_end:
+                scores = validate(state)
+                writer.write(
+                    stage, step + 1, {f"val_{name}": value for name, value in scores.items()}
                 )
-        if save:
-            latest.save(step + 1, args=ocp.args.Composite(**{STATE: ocp.args.StandardSave(state)}))
-    progress.close()
+                summary = ", ".join(f"{name} {value:.4f}" for name, value in scores.items())
+                progress.write(f"{stage} step {step + 1}: validation {summary}")
+                postfix.update({f"val_{name}": f"{value:.3f}" for name, value in scores.items()})
+                progress.set_postfix(postfix)
+                if scores["miou"] > float(state["best_miou"]):
+                    best_miou = jnp.asarray(scores["miou"], jnp.float32)
+                    # Placed like the rest of the state, so the step is not compiled again.
+                    state = {**state, "best_miou": sharding.replicate(best_miou, mesh)}
+                    variables = ocp.args.StandardSave(best_variables(state))
+                    best.save(
+                        step + 1,
+                        args=ocp.args.Composite(**{checkpoints.VARIABLES: variables}),
+                        metrics=scores,
+                    )
+            if save:
+                latest.save(
+                    step + 1, args=ocp.args.Composite(**{STATE: ocp.args.StandardSave(state)})
+                )
     latest.wait_until_finished()
     best.wait_until_finished()
     return best.metrics(best.best_step())
+
+
+def stage_settings(config, sections: tuple[str, ...]) -> dict:
+    """The values of some config sections, as flat dotted keys.
+
+    Args:
+      config: the whole config.
+      sections: dotted keys of sections or values, e.g. "pretrain" or "init.resnet".
+
+    Returns:
+      {dotted key: value} of every value under `sections`, as JSON reads them back.
+    """
+    flat = {}
+
+    def flatten(prefix, value):
+        if isinstance(value, dict):
+            for name, item in value.items():
+                flatten(f"{prefix}.{name}" if prefix else name, item)
+        else:
+            flat[prefix] = value
+
+    for section in sections:
+        flatten(section, functools.reduce(operator.getitem, section.split("."), config.to_dict()))
+    return json.loads(json.dumps(flat, default=str))  # as they read back from JSON
+
+
+def _compare_settings(directory: str, settings: dict, start: int, total_steps: int) -> None:
+    """Keeps a new stage's settings; says how a rerun's differ from them."""
+    path = os.path.join(directory, "settings.json")
+    if start == 0 or not os.path.isfile(path):
+        if jax.process_index() == 0:
+            os.makedirs(directory, exist_ok=True)
+            with open(path, "w") as file:
+                json.dump(settings, file, indent=1)
+        return
+    with open(path) as file:
+        saved = json.load(file)
+    changed = [
+        key for key in sorted(saved.keys() | settings.keys()) if saved.get(key) != settings.get(key)
+    ]
+    action = "is finished: reusing it" if start >= total_steps else f"resumes at step {start}"
+    message = f"{os.path.basename(directory)} in {directory} {action}"
+    if changed:
+        differences = ", ".join(
+            f"{key} ({saved.get(key)!r} there, {settings.get(key)!r} now)" for key in changed
+        )
+        message += f", although these settings differ from its own: {differences}"
+    if jax.process_index() == 0:
+        print(message + ".")
 
 
 def _log_steps(stage: str, unlogged: list, writer: MetricWriter) -> float:

@@ -10,13 +10,14 @@ not depend on them):
 The PSPNet's batch-norm statistics are the initial ones (mean 0, variance 1).
 """
 
+import functools
 import os
 
 import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from cwt_jax import checkpoints, cwt, initialization, models
+from cwt_jax import checkpoints, cli, cwt, initialization, models, seeds
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Directory to create for both checkpoints.")
@@ -27,14 +28,15 @@ def main(argv) -> None:
     del argv
     config = _CONFIG.value
     model = initialization.pspnet(config.model)
-    key = jax.random.key(config.seed)
+    backbone_key, cwt_key = jax.random.split(seeds.key(config.seed, seeds.Stream.INIT))
     checkpoints.save_tree(
-        os.path.join(_OUTPUT_DIR.value, "backbone"), models.init_variables(model, key)
+        os.path.join(_OUTPUT_DIR.value, "backbone"), models.init_variables(model, backbone_key)
     )
-    params = cwt.init(jax.random.fold_in(key, 1), model.bottleneck_dim, config.cwt.heads)
+    params = cwt.init(cwt_key, model.bottleneck_dim, config.cwt.heads)
     checkpoints.save_tree(os.path.join(_OUTPUT_DIR.value, "cwt"), {"params": params})
+    print(f"Wrote random backbone and cwt checkpoints of the config to {_OUTPUT_DIR.value}")
 
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["config", "output_dir"])
-    app.run(main)
+    app.run(main, flags_parser=functools.partial(cli.parse_flags, _CONFIG))

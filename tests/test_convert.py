@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch_reference as ref
 
-from cwt_jax import checkpoints, convert, cwt, errors
+from cwt_jax import checkpoints, convert, cwt, errors, models
 from cwt_jax.models import PSPNet, resnet
 
 BLOCKS, WIDTH, BOTTLENECK = (1, 2, 1, 1), 8, 16
@@ -69,6 +69,19 @@ def test_pspnet_of_other_depth_is_refused(tmp_path):
         convert.load_pspnet(path, (1, 3, 1, 1))
     with pytest.raises(errors.ConversionError, match=r"unexpected keys layer2\.1\.bn1\.bias"):
         convert.load_pspnet(path, (1, 1, 1, 1))
+
+
+def test_extract_features_refuses_variables_of_another_architecture():
+    model = PSPNet((1, 1, 2, 1), width=8, bottleneck_dim=16)
+    variables = models.init_variables(model, jax.random.key(0))
+    images = jnp.zeros((1, 33, 33, 3))
+    message = r"not those of a PSPNet with layers=\(1, 1, 1, 1\), width=8, bottleneck_dim=16"
+    with pytest.raises(ValueError, match=message):
+        models.extract_features(variables, images, layers=(1, 1, 1, 1), width=8, bottleneck_dim=16)
+    features = models.extract_features(
+        variables, images, layers=(1, 1, 2, 1), width=8, bottleneck_dim=16
+    )
+    assert features.shape == (1, 5, 5, 16)
 
 
 def test_unreadable_files_are_reported(tmp_path):

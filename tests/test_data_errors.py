@@ -7,6 +7,7 @@ import pytest
 
 from cwt_jax.data import (
     DataError,
+    check_episode_list,
     class_split,
     episodes_from_list,
     eval_episodes,
@@ -147,6 +148,35 @@ def test_bad_episode_lists(pascal_dir, tmp_path):
             [{"class_id": 21, "query_id": "2008_000020", "support_ids": ["2008_000021"]}],
             image_size=32,
         )
+
+
+def test_episode_files_are_checked_episode_by_episode(pascal_dir):
+    val = open_split(pascal_dir, "val")
+    novel = class_split("pascal", 0).novel
+    class_id = next(c for c in novel if len(val.eligible_images(c)) >= 2)
+    eligible = set(val.eligible_images(class_id))
+    query, support = (val.ids[i] for i in sorted(eligible)[:2])
+    without_class = val.ids[next(i for i in range(len(val)) if i not in eligible)]
+    good = {"class_id": class_id, "query_id": query, "support_ids": [support]}
+    check_episode_list(val, [good], novel, "list.json")
+    base_class = class_split("pascal", 0).base[0]
+    cases = {
+        "class": ({**good, "class_id": base_class}, f"class {base_class} .* is not among"),
+        "support": (
+            {**good, "support_ids": [without_class]},
+            f"class .* covers 0 pixels of '{without_class}'",
+        ),
+        "query": (
+            {**good, "query_id": without_class},
+            f"class .* covers 0 pixels of '{without_class}'",
+        ),
+        "own": ({**good, "support_ids": [query]}, f"the query '{query}' is among its own supports"),
+    }
+    for bad, message in cases.values():
+        with pytest.raises(DataError, match=rf"list.json, episode 1: {message}"):
+            check_episode_list(val, [good, bad], novel, "list.json")
+    with pytest.raises(DataError, match=r"Episode list list.json holds no episode"):
+        check_episode_list(val, [], novel, "list.json")
 
 
 def test_open_split_of_an_unprepared_directory(tmp_path):

@@ -22,10 +22,12 @@ import orbax.checkpoint as ocp
 import pytest
 import torch
 import torch_reference as ref
+from absl import flags as absl_flags
 from jax.experimental.compilation_cache import compilation_cache
+from ml_collections import config_flags
 
 from configs import common
-from cwt_jax import checkpoints, errors, experiment, input_pipeline
+from cwt_jax import checkpoints, cli, errors, experiment, input_pipeline, optimizers
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG_FILE = "configs/synthetic_fold0_1shot.py"
@@ -54,8 +56,8 @@ TINY = {
     "pretrain.checkpoint_every": 100,
     "pretrain.lr": 0.02,
     "pretrain.final_lr": 1e-4,
-    "pretrain.momentum": 0.9,
-    "pretrain.nesterov": True,
+    "pretrain.optimizer": "sgd",
+    "pretrain.optimizer_args": {"momentum": 0.9, "nesterov": True},
     "pretrain.weight_decay": 1e-4,
     "pretrain.label_smoothing": 0.1,
     "pretrain.scale_range": (),
@@ -66,8 +68,8 @@ TINY = {
     "metatrain.val_episodes": 2,
     "metatrain.checkpoint_every": 1,
     "metatrain.lr": 0.1,
-    "metatrain.momentum": 0.9,
-    "metatrain.nesterov": True,
+    "metatrain.optimizer": "sgd",
+    "metatrain.optimizer_args": {"momentum": 0.9, "nesterov": True},
     "metatrain.weight_decay": 1e-4,
     "inner.optimizer": "sgd",
     "inner.lr": 0.1,
@@ -210,15 +212,11 @@ def torch_weights(tmp_path_factory):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def jobs(executor, torch_weights, settings, subprocess_env, tmp_path_factory):
+def jobs(executor, torch_weights, subprocess_env, tmp_path_factory):
     """Command-line runs that need no trained weights, started before the first test."""
     converted = tmp_path_factory.mktemp("converted")
-    errors = tmp_path_factory.mktemp("errors")
     return {
         "convert": executor.submit(convert_torch_weights, torch_weights, converted, subprocess_env),
-        "errors": executor.submit(
-            run_error_cases, error_cases(errors, torch_weights, settings), subprocess_env
-        ),
     }
 
 
@@ -266,23 +264,23 @@ def metatrain_settings(settings, pretrained):
     }
 
 
-def kill_and_rerun(workdir, overrides, env):
-    """Returns (killed run's exit code, latest step at the kill, rerun, work dir)."""
+def kill_and_rerun(workdir, overrides, env, kill=signal.SIGKILL):
+    """Returns (killed run's exit code and stderr, latest step at the kill, rerun, work dir)."""
     latest = workdir / "metatrain" / "latest"
-    process = subprocess.Popen(
-        command(workdir, overrides),
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 600
-    while not steps_of(latest) and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    log = workdir.parent / f"{workdir.name}.stderr"
+    with open(log, "w") as stderr:  # a file, not a pipe: an unread pipe can block a process
+        process = subprocess.Popen(
+            command(workdir, overrides), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=stderr
+        )
+        deadline = time.monotonic() + 600
+        while not steps_of(latest) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        process.send_signal(kill)
+        process.wait()
+    stderr = log.read_text()
     killed_at = steps_of(latest)
-    return process.returncode, killed_at, run_cli(workdir, overrides, env, timeout=600), workdir
+    rerun = run_cli(workdir, overrides, env, timeout=600)
+    return (process.returncode, stderr), killed_at, rerun, workdir
 
 
 @pytest.fixture(scope="module")
@@ -292,12 +290,20 @@ def metatrained(executor, metatrain_settings, subprocess_env, tmp_path_factory):
     The latter starts once the former has filled the compilation cache.
 
     Returns:
-      (work dir, future of `kill_and_rerun`).
+      (work dir, futures of `kill_and_rerun` after SIGKILL and after SIGINT (Ctrl-C)).
     """
     workdir = str(tmp_path_factory.mktemp("metatrain"))
     experiment.run(tiny_config(metatrain_settings), workdir)
-    resumed = tmp_path_factory.mktemp("resumed")
-    return workdir, executor.submit(kill_and_rerun, resumed, metatrain_settings, subprocess_env)
+    return workdir, {
+        kill: executor.submit(
+            kill_and_rerun,
+            tmp_path_factory.mktemp(f"resumed_{kill.name}"),
+            metatrain_settings,
+            subprocess_env,
+            kill,
+        )
+        for kill in (signal.SIGKILL, signal.SIGINT)
+    }
 
 
 @pytest.fixture(scope="module")
@@ -398,19 +404,6 @@ def test_non_default_inner_optimizer_runs_end_to_end(settings, converted, conver
     assert len(events) == 1 and events[0].stat().st_size > 0
 
 
-def test_inner_optimizer_arguments_are_checked_before_any_work(settings, tmp_path):
-    workdir = tmp_path / "bad_args"
-    overrides = {
-        **settings,
-        "mode": "eval",
-        "inner.optimizer": "adam",
-        "inner.optimizer_args": {"momentum": 0.9},
-    }
-    with pytest.raises(errors.ConfigError, match=r"inner\.optimizer='adam' does not accept"):
-        experiment.run(tiny_config(overrides), str(workdir))
-    assert not workdir.exists()  # checked before the work dir is made
-
-
 def test_exported_episodes_are_evaluated_exactly_in_order(settings, converted, tmp_path):
     export_dir = tmp_path / "export"
     experiment.run(tiny_config({**settings, "mode": "export_episodes"}), str(export_dir))
@@ -506,12 +499,25 @@ def test_rerun_after_kill_between_best_and_latest_saves_completes(
     assert_trees_close(restore_state(workdir, "metatrain"), restore_state(metatrained, "metatrain"))
 
 
-def test_rerun_after_kill_reaches_the_uninterrupted_state(metatrained):
+@pytest.mark.parametrize("kill", [signal.SIGKILL, signal.SIGINT])
+def test_rerun_after_kill_reaches_the_uninterrupted_state(metatrained, kill):
+    """Killed (kill -9) or interrupted (Ctrl-C), a rerun of the same command resumes: it
+    ends where the uninterrupted run ended, and its metrics hold each step once."""
     metatrained, resumed = metatrained
-    killed_code, killed_at, rerun, workdir = resumed.result()
-    assert killed_code == -signal.SIGKILL, "the run ended before it could be killed"
+    (killed_code, killed_stderr), killed_at, rerun, workdir = resumed[kill].result()
+    if kill == signal.SIGKILL:
+        assert killed_code == -signal.SIGKILL, "the run ended before it could be killed"
+    else:
+        assert killed_code == 130, killed_stderr
+        assert "Traceback" not in killed_stderr
+        assert killed_stderr.strip().splitlines()[-1] == (
+            f"interrupted: rerun the same command to resume from {workdir}'s last checkpoint."
+        )
     assert killed_at and killed_at[-1] < METATRAIN_STEPS
     assert rerun.returncode == 0, rerun.stderr
+    assert f"metatrain in {workdir / 'metatrain'} resumes at step {killed_at[-1]}." in rerun.stdout
+    steps = [line["step"] for line in read_metrics(workdir) if "loss" in line]
+    assert steps == list(range(1, METATRAIN_STEPS + 1))
     step, state = restore_state(workdir, "metatrain")
     expected_step, expected = restore_state(metatrained, "metatrain")
     assert step == expected_step == METATRAIN_STEPS
@@ -522,19 +528,31 @@ def test_rerun_after_kill_reaches_the_uninterrupted_state(metatrained):
     )
 
 
+def test_rerun_of_a_finished_stage_names_the_settings_that_changed(
+    pretrained, settings, tmp_path, capsys
+):
+    workdir = str(tmp_path / "run")
+    shutil.copytree(pretrained, workdir)
+    lines = read_metrics(workdir)
+    experiment.run(tiny_config({**settings, "mode": "pretrain", "pretrain.lr": 0.05}), workdir)
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"pretrain in {workdir}/pretrain is finished: reusing it, although these settings "
+        "differ from its own: pretrain.lr (0.02 there, 0.05 now)."
+    )
+    assert read_metrics(workdir) == lines
+
+
 # User errors: one line naming the culprit, no traceback, non-zero exit, no work done.
 
 
 def error_cases(root, torch_weights, settings):
-    """{case: (work dir, data cache dir, config file, overrides, texts the message names)}.
+    """{case: (overrides, work dir, texts the message names)} of inputs that stop a run.
 
     Each case has a fresh data cache, so a dataset built before the error shows; but
     init.resnet is read by stage 1 only: that case reads the shared dataset.
     """
     (root / "a_file").write_text("")
     cases = {
-        "config_file": ({}, ["no_such_config.py"]),
-        "config_key": ({"data.no_such_key": 1}, ["no_such_key"]),
         "dataset_root": (
             {"data.dataset": "pascal", "data.root": str(root / "no_voc")},
             [str(root / "no_voc")],
@@ -554,62 +572,120 @@ def error_cases(root, torch_weights, settings):
         "backbone_misfit": ({"init.backbone": torch_weights["deeper"]}, ["deeper.pth"]),
         "cwt_misfit": ({"init.cwt": torch_weights["heads"]}, ["init.cwt", "heads.pth"]),
         "optimizer": ({"inner.optimizer": "adamx"}, ["inner.optimizer", "adamx"]),
+        "optimizer_argument": (
+            {"inner.optimizer": "adam", "inner.optimizer_args": {"momentum": 0.9}},
+            ["inner.optimizer_args.momentum is not an argument of optax.adam"],
+        ),
+        "optimizer_argument_type": (
+            {"inner.optimizer": "adam", "inner.optimizer_args": {"b1": "high"}},
+            ["inner.optimizer_args.b1='high'", "optax.adam"],
+        ),
         "workdir": ({}, ["--workdir", str(root / "a_file" / "run")]),
     }
     return {
         case: (
-            root / "a_file" / "run" if case == "workdir" else root / case,
-            pathlib.Path(overrides.get("data.cache_dir", root / f"{case}_tfds")),
-            "configs/no_such_config.py" if case == "config_file" else CONFIG_FILE,
             {**TINY, "mode": "eval", "data.cache_dir": str(root / f"{case}_tfds"), **overrides},
+            root / "a_file" / "run" if case == "workdir" else root / case,
             expected,
         )
         for case, (overrides, expected) in cases.items()
     }
 
 
-def run_error_cases(cases, env):
-    """{case: (exit code, stderr, work dir, data cache dir, texts)} of `error_cases`."""
-    results = {}
-    for case, (workdir, cache_dir, config_file, overrides, expected) in cases.items():
-        process = subprocess.run(
-            command(workdir, overrides, config_file),
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        results[case] = (process.returncode, process.stderr, workdir, cache_dir, expected)
-    return results
-
-
-ERROR_CASES = [
-    "config_file",
-    "config_key",
-    "dataset_root",
-    "backbone_missing",
-    "resnet_missing",
-    "backbone_misfit",
-    "cwt_misfit",
-    "optimizer",
-    "workdir",
-]
-
-
-@pytest.mark.parametrize("case", ERROR_CASES)
-def test_user_error_ends_the_run_with_one_clear_line(jobs, settings, case):
-    returncode, stderr, workdir, cache_dir, expected = jobs["errors"].result()[case]
-    assert returncode != 0
-    assert "Traceback" not in stderr
-    message = [line for line in stderr.splitlines() if line.startswith("error: ")]
-    assert len(message) == 1, stderr
-    for text in expected:
-        assert text in message[0]
-    if str(cache_dir) != settings["data.cache_dir"]:
+def assert_no_work_done(overrides, workdir, shared_cache):
+    cache_dir = pathlib.Path(overrides["data.cache_dir"])
+    if cache_dir != pathlib.Path(shared_cache):
         assert not cache_dir.exists()  # no dataset was built
     for output in ("results.json", "metrics.jsonl", "tb", "pretrain", "metatrain"):
         assert not (workdir / output).exists()
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "dataset_root",
+        "backbone_missing",
+        "resnet_missing",
+        "backbone_misfit",
+        "cwt_misfit",
+        "optimizer",
+        "optimizer_argument",
+        "optimizer_argument_type",
+        "workdir",
+    ],
+)
+def test_user_error_stops_the_run_before_any_work(settings, torch_weights, tmp_path, case):
+    overrides, workdir, expected = error_cases(tmp_path, torch_weights, settings)[case]
+    with pytest.raises(errors.USER_ERRORS) as error:
+        experiment.run(tiny_config(overrides), str(workdir))
+    for text in expected:
+        assert text in str(error.value)
+    assert "\n" not in str(error.value)
+    assert_no_work_done(overrides, workdir, settings["data.cache_dir"])
+
+
+def test_command_line_error_is_one_line_without_traceback(
+    settings, torch_weights, subprocess_env, tmp_path
+):
+    """The command line's path for every user error: optimiser arguments given as flags,
+    one checked against the optimiser's signature."""
+    overrides, workdir, _ = error_cases(tmp_path, torch_weights, settings)["optimizer"]
+    overrides = {**overrides, "inner.optimizer": "adam", "inner.optimizer_args.eps": "tiny"}
+    process = run_cli(workdir, overrides, subprocess_env, timeout=300)
+    assert process.returncode == 1
+    assert "Traceback" not in process.stderr
+    assert process.stderr.strip().splitlines() == [
+        "error: inner.optimizer_args.eps='tiny' is not of the type of optax.adam's default, 1e-08."
+    ]
+    assert_no_work_done(overrides, workdir, settings["data.cache_dir"])
+
+
+def parse_command_line(argv, monkeypatch):
+    """`cli.parse_flags` on a flag registry of its own; returns the config or the exit."""
+    values = absl_flags.FlagValues()
+    holder = config_flags.DEFINE_config_file("config", None, "", flag_values=values)
+    monkeypatch.setattr(sys, "argv", list(argv))  # config_flags reads its overrides there
+    try:
+        cli.parse_flags(holder, list(argv), values)
+    except SystemExit as exit:
+        return str(exit)
+    return holder.value
+
+
+def test_command_line_takes_a_config_file_from_anywhere(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    config = parse_command_line(
+        [
+            "main",
+            f"--config={REPO / CONFIG_FILE}",
+            "--config.inner.optimizer=adam",
+            "--config.inner.optimizer_args.b1=0.8",
+            "--config.inner.optimizer_args.eps_root=1e-9",
+        ],
+        monkeypatch,
+    )
+    assert config.inner.optimizer == "adam"
+    assert config.inner.optimizer_args.to_dict() == {"b1": 0.8, "eps_root": 1e-9}
+    optimizers.from_config(config.inner, "inner")  # what config_checks.validate does
+
+
+@pytest.mark.parametrize(
+    "argument, message",
+    [
+        ("--config=configs/no_such_config.py", "error: --config=configs/no_such_config.py does"),
+        ("--config.data.no_such_key=1", "error: --config.data.no_such_key names no config key"),
+        (
+            "--config.no_section.optimizer_args.b1=1",
+            "error: --config.no_section.optimizer_args.b1 names no config key",
+        ),
+    ],
+)
+def test_command_line_names_a_missing_file_or_key(monkeypatch, argument, message):
+    monkeypatch.chdir(REPO)
+    argv = ["main", argument if argument.startswith("--config=") else f"--config={CONFIG_FILE}"]
+    if not argument.startswith("--config="):
+        argv.append(argument)
+    assert parse_command_line(argv, monkeypatch).startswith(message)
 
 
 @pytest.mark.parametrize(
@@ -621,16 +697,17 @@ def test_user_error_ends_the_run_with_one_clear_line(jobs, settings, case):
         ({"mode": "train"}, errors.ConfigError, "mode='train' is not one of"),
         ({"eval.cache_batch_size": 0}, errors.ConfigError, "cache_batch_size=0 must be"),
         ({"eval.cache_memory": "disk"}, errors.ConfigError, "cache_memory='disk' is not"),
+        ({"metatrain.val_source": "test"}, errors.ConfigError, "val_source='test' is not"),
     ],
 )
 def test_inputs_are_checked_before_any_work(
     converted, settings, overrides, error, message, tmp_path
 ):
-    """In-process variants of the cases above; misfits of converted orbax checkpoints."""
+    """Misfits of converted orbax checkpoints and bad values, in every mode's checks."""
     config = tiny_config(
         {
             **settings,
-            "mode": "eval",
+            "mode": "all" if "metatrain.val_source" in overrides else "eval",
             "init.backbone": converted["backbone"],
             "init.cwt": converted["cwt"],
             **overrides,
@@ -645,11 +722,11 @@ def test_inputs_are_checked_before_any_work(
 # Scripts.
 
 
-def dry_run_script(script, arguments):
-    """Runs scripts/<script> with CWT_DRY_RUN=1 (prints the command it would run)."""
+def dry_run_script(script, arguments, directory):
+    """Runs scripts/<script> in `directory` with CWT_DRY_RUN=1 (prints its command)."""
     return subprocess.run(
-        ["bash", f"scripts/{script}", *arguments],
-        cwd=REPO,
+        ["bash", str(REPO / "scripts" / script), *arguments],
+        cwd=directory,
         capture_output=True,
         text=True,
         env={**os.environ, "CWT_DRY_RUN": "1"},
@@ -663,24 +740,34 @@ def dry_run_script(script, arguments):
             "train.sh",
             ["pascal", "2", "0,1", "101", "5", "--config.seed=3"],
             "CUDA_VISIBLE_DEVICES=0,1 python -m cwt_jax.main "
-            "--config=configs/pascal_fold2_5shot.py --workdir=runs/pascal_fold2_5shot_resnet101 "
+            "--config=REPO/configs/pascal_fold2_5shot.py "
+            "--workdir=runs/pascal_fold2_5shot_resnet101 "
             "--config.model.layers=101 --config.mode=all --config.seed=3",
+        ),
+        (
+            "train.sh",
+            ["synthetic", "1", "0", "1,1,1,1", "5"],
+            "CUDA_VISIBLE_DEVICES=0 python -m cwt_jax.main "
+            "--config=REPO/configs/synthetic_fold0_1shot.py "
+            "--workdir=runs/synthetic_fold1_5shot_resnet1-1-1-1 "
+            r"--config.model.layers=\(1\,1\,1\,1\) "
+            "--config.mode=all --config.data.fold=1 --config.data.shot=5",
         ),
         (
             "test.sh",
             ["coco", "1", "3", "50", "0", "--config.init.cwt=my weights/cwt.pth"],
             "CUDA_VISIBLE_DEVICES=3 python -m cwt_jax.main "
-            "--config=configs/coco_fold0_1shot.py --workdir=runs/coco_fold0_1shot_resnet50 "
+            "--config=REPO/configs/coco_fold0_1shot.py --workdir=runs/coco_fold0_1shot_resnet50 "
             r"--config.model.layers=50 --config.mode=eval --config.init.cwt=my\ weights/cwt.pth",
         ),
     ],
 )
-def test_scripts_build_the_main_command(script, arguments, expected):
-    process = dry_run_script(script, arguments)
+def test_scripts_build_the_main_command(script, arguments, expected, tmp_path):
+    """From any directory: the config is the repository's, the work dir is local."""
+    process = dry_run_script(script, arguments, tmp_path)
     assert process.returncode == 0, process.stderr
-    assert process.stdout.strip() == expected
-    config_file = expected.split("--config=")[1].split()[0]
-    assert (REPO / config_file).is_file()
+    assert process.stdout.strip() == expected.replace("REPO", str(REPO))
+    assert pathlib.Path(process.stdout.split("--config=")[1].split()[0]).is_file()
 
 
 @pytest.mark.parametrize(
@@ -689,11 +776,31 @@ def test_scripts_build_the_main_command(script, arguments, expected):
         ("train.sh", ["pascal", "0", "0", "50"]),
         ("test.sh", []),
         ("train.sh", ["voc", "0", "0", "50", "1"]),
-        ("test.sh", ["pascal", "1", "0", "34", "0"]),
+        ("test.sh", ["pascal", "1", "0", "1,2", "0"]),
     ],
 )
-def test_scripts_refuse_wrong_arguments_with_their_usage(script, arguments):
-    process = dry_run_script(script, arguments)
-    assert process.returncode != 0
-    assert process.stderr.startswith(f"usage: scripts/{script} {{pascal|coco}}")
+def test_scripts_refuse_wrong_arguments_with_their_usage(script, arguments, tmp_path):
+    process = dry_run_script(script, arguments, tmp_path)
+    assert process.returncode == 2
+    assert process.stderr.startswith(f"usage: scripts/{script} {{pascal|coco|synthetic}}")
     assert process.stdout == ""
+    help_process = dry_run_script(script, ["--help"], tmp_path)
+    assert help_process.returncode == 0
+    assert help_process.stdout == process.stderr
+
+
+def test_a_failed_script_run_leaves_nothing_behind(subprocess_env, tmp_path):
+    """A run that stops on a user error (here: no VOC2012 folder) removes the work dir it
+    made."""
+    process = subprocess.run(
+        ["bash", str(REPO / "scripts" / "test.sh"), "pascal", "1", "0", "1,1,1,1", "0"]
+        + [f"--config.data.root={tmp_path / 'no_voc'}"],
+        cwd=tmp_path,
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert process.returncode == 1
+    assert process.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert os.listdir(tmp_path) == []

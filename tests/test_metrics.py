@@ -37,11 +37,19 @@ def test_runs_are_averaged_and_a_class_missing_from_a_run_is_left_out_of_its_mea
         {"cwt": run({1: 0.5, 2: 0.7}, 0.6), "support_only": run({1: 0.4, 2: 0.2}, 0.5)},
         {"cwt": run({1: 0.3}, 0.8), "support_only": run({1: 0.2}, 0.3)},
     ]
-    summary = results.summarize(runs, ml_collections.ConfigDict({"seed": 0}))
+    config = ml_collections.ConfigDict({"seed": 0, "eval": {"episodes": ""}})
+    names = {1: "circle", 2: "square", 3: "triangle"}
+    summary = results.summarize(runs, config, classes=names, episodes=[4, 2], seconds=1.25)
     assert summary["miou"] == pytest.approx((0.6 + 0.3) / 2)
     assert summary["miou_std"] == pytest.approx(0.15)
     assert summary["fb_iou"] == pytest.approx(0.7)
     assert summary["per_class_iou"] == pytest.approx({1: 0.4, 2: 0.7})
     assert summary["support_only"]["per_class_iou"] == pytest.approx({1: 0.3, 2: 0.2})
     assert summary["support_only"]["fb_iou_std"] == pytest.approx(0.1)
-    assert summary["runs"] == runs and summary["config"] == {"seed": 0}
+    assert summary["cwt"]["per_class_iou"] == summary["per_class_iou"]
+    assert summary["class_names"] == {1: "circle", 2: "square"}
+    assert summary["classes_without_episodes"] == [3]  # left out of every mean, not NaN
+    assert (summary["episodes"], summary["wall_time_s"]) == ([4, 2], 1.2)
+    assert summary["runs"] == runs and summary["config"]["seed"] == 0
+    table = results.format_table(summary, names)
+    assert "0.4500±0.1500" in table and "No episode of 3 (triangle)" in table

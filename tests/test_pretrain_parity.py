@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import torch_reference as ref
 from jax.sharding import Mesh
 
-from cwt_jax import convert, losses, optimizers, pretrain, sharding
+from cwt_jax import convert, losses, optimizers, pretrain, sharding, training
 from cwt_jax.models import PSPNet
 
 BLOCKS, WIDTH, BOTTLENECK_DIM = (1, 1, 1, 1), 8, 64
@@ -27,7 +27,13 @@ UPDATE_TOLERANCE = 3e-5
 def section(lr: float = 0.05) -> ml_collections.ConfigDict:
     """A `pretrain` config section with RePRI's optimiser and final learning rate."""
     return ml_collections.ConfigDict(
-        {"lr": lr, "final_lr": 1e-6, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-4}
+        {
+            "optimizer": "sgd",
+            "optimizer_args": {"momentum": 0.9, "nesterov": True},
+            "lr": lr,
+            "final_lr": 1e-6,
+            "weight_decay": 1e-4,
+        }
     )
 
 
@@ -140,19 +146,14 @@ def float32_variables(net, directory) -> tuple[dict, jnp.ndarray]:
 def stage1_step(config):
     """`pretrain.make_train_step` with the optimiser `pretrain.pretrain` builds, dropout off."""
     schedule = pretrain.learning_rate_schedule(config, TOTAL_STEPS)
-    optimizer = optimizers.sgd_with_decay(config, schedule, "pretrain")
+    optimizer = optimizers.from_config(config, "pretrain", schedule)
     model = PSPNet(layers=BLOCKS, width=WIDTH, bottleneck_dim=BOTTLENECK_DIM, dropout=0.0)
     return pretrain.make_train_step(model, optimizer, schedule, SMOOTHING), optimizer
 
 
 def initial_state(variables, classifier_weights, optimizer) -> dict:
     params = {"pspnet": variables["params"], "classifier": classifier_weights}
-    return {
-        "step": jnp.zeros((), jnp.int32),
-        "params": params,
-        "batch_stats": variables["batch_stats"],
-        "opt_state": optimizer.init(params),
-    }
+    return training.initial_state(params, optimizer, batch_stats=variables["batch_stats"])
 
 
 def test_two_sgd_steps_match_repri(reference, tmp_path):
@@ -173,9 +174,9 @@ def test_two_sgd_steps_match_repri(reference, tmp_path):
     torch_optimizer = torch.optim.SGD(
         net.parameters(),
         lr=config.lr,
-        momentum=config.momentum,
+        momentum=config.optimizer_args.momentum,
         weight_decay=config.weight_decay,
-        nesterov=config.nesterov,
+        nesterov=config.optimizer_args.nesterov,
     )
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
         torch_optimizer, TOTAL_STEPS, eta_min=config.final_lr

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from configs import common
-from cwt_jax import checkpoints, cwt, data, evaluate, initialization, models
+from cwt_jax import checkpoints, cwt, data, evaluate, feature_source, initialization, models
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SIZE, SHOT, EPISODES = 64, 2, 16
@@ -48,7 +48,7 @@ def run(setup, batch_size, cache=None, model=None, cache_batch_size=4):
     config.data.image_size, config.data.num_workers = SIZE, 0
     config.eval.episodes_per_step, config.eval.cache_batch_size = batch_size, cache_batch_size
     config.eval.feature_cache, config.eval.cache_memory = cache is not None, cache or "device"
-    source = evaluate.feature_source(
+    source = feature_source.make(
         config, model or setup["model"], setup["backbone"], setup["val"], [setup["specs"]]
     )
     if cache:

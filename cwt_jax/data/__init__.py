@@ -20,6 +20,7 @@ from cwt_jax.data.builders import prepare_coco, prepare_pascal, prepare_syntheti
 from cwt_jax.data.classes import CLASS_NAMES, ClassSplit, class_split, cross_dataset_classes
 from cwt_jax.data.episodes import (
     binary_mask,
+    check_episode_list,
     episodes_from_list,
     eval_episodes,
     read_episode_list,
@@ -45,6 +46,7 @@ __all__ = [
     "Split",
     "base_class_dataset",
     "binary_mask",
+    "check_episode_list",
     "class_split",
     "cross_dataset_classes",
     "episodes_from_list",

@@ -9,6 +9,7 @@ decoded and checked once, when the dataset is prepared.
 """
 
 import concurrent.futures
+import functools
 import hashlib
 import json
 import os
@@ -32,6 +33,19 @@ class _SegmentationBuilder(tfds.core.GeneratorBasedBuilder):
     # Nothing is downloaded, so no checksums file; tfds' lookup of one next to the code
     # needs the importlib_resources backport, which we do not depend on.
     code_path = None
+
+    @classmethod
+    def get_builder_config(cls, name: str, version=None) -> tfds.core.BuilderConfig:
+        """Any name is a config: it fingerprints the builder's inputs (`prepare_*`)."""
+        del version
+        return _builder_config(name)
+
+    # TFDS announces a "download" of unknown size; nothing is downloaded here.
+    def _log_download_bytes(self) -> None:
+        print(f"Preparing the {self.DATASET} dataset in {self.data_dir}, once.")
+
+    def _log_download_done(self) -> None:
+        pass
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
@@ -198,7 +212,7 @@ def prepare_synthetic(
         seed=seed,
         num_images={"train": num_train, "val": num_val},
         image_size=image_size,
-        config=tfds.core.BuilderConfig(name=f"s{seed}_n{num_train}_{num_val}_{image_size}px"),
+        config=f"s{seed}_n{num_train}_{num_val}_{image_size}px",
         data_dir=data_dir,
         file_format="array_record",
     )
@@ -212,12 +226,17 @@ def _prepare(builder_class, items, data_dir):
     name = "lists_" + hashlib.sha256(fingerprint.encode()).hexdigest()[:12]
     builder = builder_class(
         items=items,
-        config=tfds.core.BuilderConfig(name=name, description=items["train"][0].image_path),
+        config=name,
         data_dir=data_dir,
         file_format="array_record",
     )
     builder.download_and_prepare()
     return os.fspath(builder.data_path)
+
+
+@functools.cache
+def _builder_config(name: str) -> tfds.core.BuilderConfig:
+    return tfds.core.BuilderConfig(name=name)
 
 
 def _check_item(item, num_classes):

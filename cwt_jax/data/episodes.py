@@ -194,6 +194,15 @@ def episodes_from_list(
       DataError: for an unknown image id or class id, or a varying number of supports.
 
     """
+    _check_ids(split, episode_list)
+    return grain.MapDataset.source(list(episode_list)).map(_EpisodeLoader(split, image_size, None))
+
+
+def _check_ids(split: Split, episode_list: Sequence[dict]) -> None:
+    """Raises unless the episodes' images are in the split and their classes in the dataset.
+
+    Every episode must also have as many supports as the first.
+    """
     num_classes = len(CLASS_NAMES[split.dataset])
     for number, spec in enumerate(episode_list):
         for image_id in (spec["query_id"], *spec["support_ids"]):
@@ -211,7 +220,6 @@ def episodes_from_list(
                 f"Episode {number} has {len(spec['support_ids'])} supports, episode 0 "
                 f"has {len(episode_list[0]['support_ids'])}; one list has one shot."
             )
-    return grain.MapDataset.source(list(episode_list)).map(_EpisodeLoader(split, image_size, None))
 
 
 def write_episode_list(path: str, specs: Iterable[dict]) -> None:
@@ -269,6 +277,45 @@ def read_episode_list(path: str) -> list[dict]:
                 '{"class_id": int, "query_id": str, "support_ids": [str, ...]}.'
             )
     return episodes
+
+
+def check_episode_list(
+    split: Split, episode_list: Sequence[dict], classes: Sequence[int], path: str
+) -> None:
+    """Checks that listed episodes are few-shot episodes of ``classes`` on ``split``.
+
+    Args:
+      split: The split holding the episodes' images.
+      episode_list: Specs ``{"class_id", "query_id", "support_ids"}``.
+      classes: The classes evaluated (the fold's test classes).
+      path: Where the list came from, for messages.
+
+    Raises:
+      DataError: naming the first episode at fault and why: a class outside ``classes``, a
+        class that covers fewer than MIN_CLASS_PIXELS pixels of the query or of a
+        support, the query among its own supports, or no episode at all.
+
+    """
+    if not episode_list:
+        raise DataError(f"Episode list {path} holds no episode.")
+    _check_ids(split, episode_list)
+    names = CLASS_NAMES[split.dataset]
+    for number, spec in enumerate(episode_list):
+        class_id, where = spec["class_id"], f"Episode list {path}, episode {number}"
+        if class_id not in classes:
+            raise DataError(
+                f"{where}: class {class_id} ({names[class_id - 1]}) is not among the classes "
+                f"evaluated, {list(classes)}."
+            )
+        if spec["query_id"] in spec["support_ids"]:
+            raise DataError(f"{where}: the query {spec['query_id']!r} is among its own supports.")
+        for image_id in (spec["query_id"], *spec["support_ids"]):
+            pixels = split.class_pixels[split.index_of[image_id]].get(class_id, 0)
+            if pixels < MIN_CLASS_PIXELS:
+                raise DataError(
+                    f"{where}: class {class_id} ({names[class_id - 1]}) covers {pixels} pixels "
+                    f"of {image_id!r}, fewer than the {MIN_CLASS_PIXELS} an episode's images need."
+                )
 
 
 class _EpisodeSampler:

@@ -6,18 +6,31 @@ checks, dots, rings or blobs), a texture period and orientation. Images are draw
 textured background with clutter (lines, small blobs, some saturated), hold 1-3 objects of
 different classes that may occlude each other, and carry a 255 band on object borders as in
 VOC. An image is a pure function of (seed, split, index).
+
+Instances of a class differ as real objects do, in colour, texture, scale and pose: the
+hue moves up to ``_HUE_SPREAD`` around the class's, half the instances swap their two
+colours (a dark object with a bright pattern, or the reverse), the texture's period and
+orientation vary, and so do the object's size and rotation. A support and a query of one
+class therefore rarely look alike: a classifier fitted to the support alone misses part
+of the query, which is what the CWT's adaptation to each query is for. Without this
+variation every instance of a class looks the same and there is nothing to adapt.
 """
 
 import cv2
 import numpy as np
 
 from cwt_jax.data.classes import SYNTHETIC_CLASSES
-from cwt_jax.data.codec import IGNORE_LABEL
+from cwt_jax.labels import IGNORE_LABEL
 
 NUM_CLASSES = len(SYNTHETIC_CLASSES)
 _SPLIT_CODES = {"train": 0, "val": 1}
 _OBJECT_COUNT_PROBS = (0.4, 0.4, 0.2)  # 1, 2 or 3 objects
-_SIZE_RANGE = (0.5, 0.75)  # object box side / image side; large enough for the 2*32*32 rule
+_SIZE_RANGE = (0.5, 0.85)  # object box side / image side; large enough for the 2*32*32 rule
+_ROTATION = 45  # degrees either way
+_HUE_SPREAD = 0.1  # of the hue circle, either way of the class's hue
+_SWAPPED_COLOURS = 0.5  # the share of instances whose two colours swap
+_PERIOD_RANGE = (0.7, 1.4)  # times the class's texture period
+_ORIENTATION_SPREAD = 30  # degrees either way of the class's texture orientation
 _MIN_VISIBLE = 0.5  # occlusion may hide at most half of an object
 
 
@@ -60,7 +73,7 @@ def _place_object(rng, class_index, label):
     for _ in range(20):
         side = rng.uniform(*_SIZE_RANGE) * size * _SIZE_BOOST[class_index]
         centre = rng.uniform(side * 0.4, size - side * 0.4, size=2)
-        angle = rng.uniform(-20, 20)
+        angle = rng.uniform(-_ROTATION, _ROTATION)
         shape = _shape_mask(class_index, size, centre, side, angle)
         if _visible_enough(label, shape):
             return shape
@@ -161,11 +174,14 @@ def _smooth_noise(rng, size, cells):
 
 
 def _appearance(rng, class_index, size, centre):
-    hue = (class_index * 0.382 + 0.05) % 1 + rng.uniform(-0.02, 0.02)
+    hue = (class_index * 0.382 + 0.05) % 1 + rng.uniform(-_HUE_SPREAD, _HUE_SPREAD)
     primary = _hsv_to_rgb(hue, rng.uniform(0.65, 1), rng.uniform(0.75, 1))
     secondary = _hsv_to_rgb(hue + 0.08, rng.uniform(0.4, 0.6), rng.uniform(0.3, 0.5))
-    period = (6 + 3 * (class_index // 5)) * rng.uniform(0.85, 1.15)
-    theta = np.deg2rad((class_index * 47) % 180 + rng.uniform(-10, 10))
+    if rng.random() < _SWAPPED_COLOURS:
+        primary, secondary = secondary, primary
+    period = (6 + 3 * (class_index // 5)) * rng.uniform(*_PERIOD_RANGE)
+    spread = _ORIENTATION_SPREAD
+    theta = np.deg2rad((class_index * 47) % 180 + rng.uniform(-spread, spread))
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     u = xx * np.cos(theta) + yy * np.sin(theta) + rng.uniform(0, period)
     v = -xx * np.sin(theta) + yy * np.cos(theta)

@@ -158,9 +158,24 @@ def extract_features(
 
     Returns:
       (N, h, w, bottleneck_dim) features with h = (H - 1) // 8 + 1, likewise w.
+
+    Raises:
+      ValueError: if `variables` are not those of a PSPNet of these `layers`, `width` and
+        `bottleneck_dim` (flax would ignore extra blocks, or fail deep inside).
     """
     model = PSPNet(layers=layers, width=width, bottleneck_dim=bottleneck_dim)
+    if jax.tree.map(jnp.shape, variables) != _variable_shapes(model):
+        raise ValueError(
+            f"The variables are not those of a PSPNet with layers={layers}, width={width}, "
+            f"bottleneck_dim={bottleneck_dim}; pass the architecture they were trained with."
+        )
     return apply_backbone(model, variables, images)
+
+
+@functools.cache
+def _variable_shapes(model: PSPNet):
+    abstract = jax.eval_shape(lambda: resnet.init_variables(model, jax.random.key(0)))
+    return jax.tree.map(lambda leaf: leaf.shape, abstract)
 
 
 def apply_backbone(model: PSPNet, variables, images: jnp.ndarray) -> jnp.ndarray:

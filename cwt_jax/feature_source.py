@@ -1,0 +1,91 @@
+"""Where a batch's features come from in evaluation and validation.
+
+Either the backbone runs on each batch's images (`eval.feature_cache=False`), or the
+features of every image of the runs are computed once, into a feature cache
+(`cwt_jax.feature_cache`), which the batches then read.
+"""
+
+import dataclasses
+import functools
+from collections.abc import Callable, Iterator, Sequence
+
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+
+from cwt_jax import data, feature_cache, fewshot, input_pipeline, sharding
+
+EPISODE_ARRAYS = ("support_images", "support_masks", "query_image", "query_mask")
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureSource:
+    """Where evaluation's features come from.
+
+    Attributes:
+      batches: `(specs, batch_size)` -> this process's share of each batch of the specs'
+        episodes, as global arrays on `mesh`: support_features (B, K, h, w, C),
+        support_masks (B, K, S, S), query_features (B, h, w, C), query_mask (B, S, S),
+        class_id (B,) and episode (B,), the index in `specs`; `len(specs)` is a multiple
+        of `batch_size`.
+      mesh: the devices of the evaluation.
+      cache: the feature cache read, None where the backbone runs on each batch.
+    """
+
+    batches: Callable[[Sequence[dict], int], Iterator[dict]]
+    mesh: Mesh
+    cache: feature_cache.FeatureCache | None = None
+
+
+def make(config, model, backbone, split: data.Split, runs: list[list[dict]]) -> FeatureSource:
+    """The feature source of the runs' episodes; every episode is checked first.
+
+    With `eval.feature_cache`, the features of every image of the runs are computed here,
+    once; without it, each batch runs the backbone on its episodes' images.
+
+    Args:
+      config: the whole config (its `data` and `eval` sections are read).
+      model: the PSPNet.
+      backbone: its variables.
+      split: the split holding the episodes' images.
+      runs: each run's episode specs.
+
+    Returns:
+      A `FeatureSource`.
+    """
+    section = config.eval
+    for specs in runs:  # checks every episode's images and class before any work
+        data.episodes_from_list(split, specs, image_size=config.data.image_size)
+    mesh = sharding.data_mesh(section.episodes_per_step, "eval.episodes_per_step")
+    if not section.feature_cache:
+        backbone = sharding.replicate(backbone, mesh)
+        return FeatureSource(
+            functools.partial(_backbone_batches, model, backbone, split, config.data, mesh),
+            mesh,
+        )
+    image_ids = [i for specs in runs for s in specs for i in (s["query_id"], *s["support_ids"])]
+    cache = feature_cache.build(
+        model,
+        backbone,
+        split,
+        image_ids,
+        image_size=config.data.image_size,
+        batch_size=section.cache_batch_size,
+        dtype=jnp.dtype(section.cache_dtype),
+        mesh=mesh,
+        memory=section.cache_memory,
+    )
+    return FeatureSource(functools.partial(feature_cache.batches, cache), mesh, cache)
+
+
+def _backbone_batches(model, backbone, split, data_config, mesh, specs, batch_size):
+    """`FeatureSource.batches` running the backbone on each batch's images."""
+    episodes = data.episodes_from_list(split, specs, image_size=data_config.image_size)
+    episodes = episodes.map_with_index(lambda index, record: {**record, "episode": index})
+    names = (*EPISODE_ARRAYS, "class_id", "episode")
+    for batch in input_pipeline.loader(episodes, batch_size, data_config.num_workers):
+        batch = sharding.shard_batch({name: np.asarray(batch[name]) for name in names}, mesh)
+        features = fewshot.episode_features(
+            model, backbone, batch.pop("support_images"), batch.pop("query_image")
+        )
+        yield {**batch, "support_features": features[0], "query_features": features[1]}
