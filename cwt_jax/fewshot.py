@@ -53,16 +53,15 @@ def episode_keys(key: jax.Array, episode: jnp.ndarray) -> tuple[jax.Array, jax.A
     return init_key, dropout_key
 
 
-def episode_features(
+def _episode_features(
     model: PSPNet, variables, support_images: jnp.ndarray, query_images: jnp.ndarray
 ) -> tuple[jnp.ndarray, jnp.ndarray]:
     """Eval-mode features of a batch of episodes, in one backbone pass.
 
-    Each episode's images stay together (supports, then query), so a batch sharded over
-    episodes needs no communication.
+    One compiled program (`models.backbone_jit`) per model and batch shape.
 
     Args:
-      model: the frozen PSPNet.
+      model: the frozen PSPNet (static).
       variables: its variables.
       support_images: (B, K, H, W, 3) normalised images.
       query_images: (B, H, W, 3) normalised images.
@@ -71,10 +70,14 @@ def episode_features(
       Support features (B, K, h, w, C) and query features (B, h, w, C).
     """
     batch, shot = support_images.shape[:2]
+    # Each episode's images stay together, so a batch sharded over episodes stays local.
     images = jnp.concatenate([support_images, query_images[:, None]], axis=1)
-    features = models.apply_backbone(model, variables, images.reshape(-1, *images.shape[2:]))
+    features = model.apply(variables, images.reshape(-1, *images.shape[2:]), train=False)
     features = features.reshape(batch, shot + 1, *features.shape[1:])
     return features[:, :shot], features[:, shot]
+
+
+episode_features = models.backbone_jit(_episode_features, static_argnums=0)
 
 
 def adapt(

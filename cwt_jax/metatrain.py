@@ -206,9 +206,9 @@ def metatrain(
         ),
     )
     verdict = "beats" if scores["miou"] > scores["support_only_miou"] else "does not beat"
-    print(
-        f"metatrain: best validation mIoU {scores['miou']:.4f} with the CWT against "
-        f"{scores['support_only_miou']:.4f} support-only: the CWT {verdict} the classifier it "
-        "adapts."
-    )
+    if jax.process_index() == 0:
+        print(
+            f"metatrain: on validation the CWT {verdict} the support-only classifier it "
+            f"adapts (mIoU {scores['miou']:.4f} against {scores['support_only_miou']:.4f})."
+        )
     return scores

@@ -178,7 +178,13 @@ def train(
                 )
     latest.wait_until_finished()
     best.wait_until_finished()
-    return best.metrics(best.best_step())
+    scores = best.metrics(best.best_step())
+    if jax.process_index() == 0:
+        print(
+            f"{stage}: the best checkpoint, step {best.best_step()} (validation mIoU "
+            f"{scores['miou']:.4f}), is in {best.directory}"
+        )
+    return scores
 
 
 def stage_settings(config, sections: tuple[str, ...]) -> dict:

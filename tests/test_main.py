@@ -27,7 +27,16 @@ from jax.experimental.compilation_cache import compilation_cache
 from ml_collections import config_flags
 
 from configs import common
-from cwt_jax import checkpoints, cli, errors, experiment, input_pipeline, optimizers
+from cwt_jax import (
+    checkpoints,
+    cli,
+    errors,
+    evaluate,
+    experiment,
+    input_pipeline,
+    metatrain,
+    optimizers,
+)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG_FILE = "configs/synthetic_fold0_1shot.py"
@@ -148,6 +157,12 @@ def run_cli(workdir, overrides, env, **kwargs):
     return subprocess.run(
         command(workdir, overrides), cwd=REPO, env=env, capture_output=True, text=True, **kwargs
     )
+
+
+def assert_quiet(process):
+    """No library notice reaches the terminal of a normal run."""
+    for notice in ("custom data configuration", "read only", "Downloading", "backend 'tpu'"):
+        assert notice not in process.stderr + process.stdout
 
 
 def read_results(workdir):
@@ -474,6 +489,7 @@ def test_cli_eval_on_pth_files_matches_eval_on_their_orbax_conversion(
     converted_workdir, pth_eval = converted_eval
     process = pth_eval.result()
     assert process.returncode == 0, process.stderr
+    assert_quiet(process)
     results = read_results(next(a for a in process.args if a.startswith("--workdir="))[10:])
     assert results["config"]["init"]["backbone"] == torch_weights["backbone"]
     assert results["config"]["model"]["layers"] == list(LAYERS)
@@ -515,6 +531,7 @@ def test_rerun_after_kill_reaches_the_uninterrupted_state(metatrained, kill):
         )
     assert killed_at and killed_at[-1] < METATRAIN_STEPS
     assert rerun.returncode == 0, rerun.stderr
+    assert_quiet(rerun)  # it reads an orbax checkpoint (init.backbone)
     assert f"metatrain in {workdir / 'metatrain'} resumes at step {killed_at[-1]}." in rerun.stdout
     steps = [line["step"] for line in read_metrics(workdir) if "loss" in line]
     assert steps == list(range(1, METATRAIN_STEPS + 1))
@@ -535,11 +552,41 @@ def test_rerun_of_a_finished_stage_names_the_settings_that_changed(
     shutil.copytree(pretrained, workdir)
     lines = read_metrics(workdir)
     experiment.run(tiny_config({**settings, "mode": "pretrain", "pretrain.lr": 0.05}), workdir)
-    assert capsys.readouterr().out.splitlines()[-1] == (
+    assert capsys.readouterr().out.splitlines()[-2:] == [
         f"pretrain in {workdir}/pretrain is finished: reusing it, although these settings "
-        "differ from its own: pretrain.lr (0.02 there, 0.05 now)."
-    )
+        "differ from its own: pretrain.lr (0.02 there, 0.05 now).",
+        f"pretrain: the best checkpoint, step {steps_of(f'{workdir}/pretrain/best')[-1]} "
+        f"(validation mIoU {best_miou(workdir):.4f}), is in {workdir}/pretrain/best",
+    ]
     assert read_metrics(workdir) == lines
+
+
+def best_miou(workdir):
+    return max(line["val_miou"] for line in read_metrics(workdir) if "val_miou" in line)
+
+
+def test_validation_never_uses_an_evaluation_episode(settings, tmp_path):
+    """novel_val: other episodes of the same classes and split; base_holdout: base classes
+    on train images meta-training does not see."""
+    config = tiny_config({**settings, "metatrain.val_episodes": 8, "eval.num_runs": 2})
+    inputs = input_pipeline.prepare(config.data, config.seed, str(tmp_path))
+    evaluated = [
+        (spec["class_id"], spec["query_id"], tuple(spec["support_ids"]))
+        for run in evaluate.evaluation_runs(config, inputs, None)
+        for spec in run
+    ]
+    train, val, specs = metatrain.validation_episodes(config, inputs)
+    assert (train, val) == (inputs.train, inputs.val) and len(specs) == 8
+    assert {s["class_id"] for s in specs} <= set(inputs.test_classes)
+    validated = [(s["class_id"], s["query_id"], tuple(s["support_ids"])) for s in specs]
+    assert not set(validated) & set(evaluated)
+
+    config.metatrain.val_source = "base_holdout"
+    train, held_out, specs = metatrain.validation_episodes(config, inputs)
+    assert len(train) + len(held_out) == len(inputs.train)
+    assert not set(train.ids) & set(held_out.ids)
+    assert {s["class_id"] for s in specs} <= set(inputs.classes.base)
+    assert {i for s in specs for i in (s["query_id"], *s["support_ids"])} <= set(held_out.ids)
 
 
 # User errors: one line naming the culprit, no traceback, non-zero exit, no work done.
@@ -804,3 +851,21 @@ def test_a_failed_script_run_leaves_nothing_behind(subprocess_env, tmp_path):
     assert process.returncode == 1
     assert process.stderr.strip().splitlines()[-1].startswith("error: ")
     assert os.listdir(tmp_path) == []
+
+
+def test_python_scripts_run_from_any_directory_without_pythonpath(tmp_path):
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    process = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "random_weights.py")]
+        + [f"--config={REPO / CONFIG_FILE}", f"--output_dir={tmp_path / 'weights'}"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert process.returncode == 0, process.stderr
+    assert process.stdout.splitlines() == [
+        f"Wrote random backbone and cwt checkpoints of the config to {tmp_path / 'weights'}"
+    ]
+    assert sorted(os.listdir(tmp_path / "weights")) == ["backbone", "cwt"]

@@ -5,7 +5,7 @@ weight matrix applied with `cwt_jax.classifier.predict`, like the few-shot class
 """
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -178,44 +178,42 @@ def _variable_shapes(model: PSPNet):
     return jax.tree.map(lambda leaf: leaf.shape, abstract)
 
 
-def apply_backbone(model: PSPNet, variables, images: jnp.ndarray) -> jnp.ndarray:
-    """The frozen PSPNet's eval-mode features: the one compiled program of the backbone.
+def backbone_jit(function: Callable, **jit_arguments) -> Callable:
+    """`jax.jit` for the programs that run the frozen backbone, with their compiler options.
 
-    Evaluation, its feature cache, meta-training and `extract_features` all run the
-    backbone through this function, so a shape is compiled once, and compiled with
-    `_backbone_compiler_options`.
+    The one place compiler options are set. On CPU, XLA's YNNPACK dot fusion also takes
+    the convolutions, which makes the PSPNet's forward pass about twice as fast (same
+    numbers to float round-off). It slows small matrix products, such as the inner loop's,
+    so only the backbone's programs use it. The
+    options are chosen at the first call: the backend must not be initialised at import
+    (`jax.distributed.initialize` comes first).
 
     Args:
-      model: the PSPNet (static: one program per model and shape).
-      variables: its variables.
-      images: (N, H, W, 3) normalised images.
+      function: the function to compile.
+      **jit_arguments: further arguments of `jax.jit`, e.g. `static_argnums`.
 
     Returns:
-      (N, h, w, C) features.
+      The compiled function.
     """
-    return _backbone_program()(model, variables, images)
+    compiled = functools.cache(
+        lambda: jax.jit(function, compiler_options=_backbone_compiler_options(), **jit_arguments)
+    )
+    return functools.wraps(function)(lambda *args: compiled()(*args))
 
 
-@functools.cache
-def _backbone_program():
-    # Built on first use: the compiler options depend on the backend, which must not be
-    # initialised at import (jax.distributed.initialize comes first).
-    def apply_eval(model: PSPNet, variables, images: jnp.ndarray) -> jnp.ndarray:
-        return model.apply(variables, images, train=False)
+def _apply_eval(model: PSPNet, variables, images: jnp.ndarray) -> jnp.ndarray:
+    """The frozen PSPNet's eval-mode features: (N, H, W, 3) images -> (N, h, w, C)."""
+    return model.apply(variables, images, train=False)
 
-    return jax.jit(apply_eval, static_argnums=0, compiler_options=_backbone_compiler_options())
+
+apply_backbone = backbone_jit(_apply_eval, static_argnums=0)
 
 
 _YNN_DOT_FUSION = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
 
 
 def _backbone_compiler_options() -> dict[str, str]:
-    """XLA options for the backbone's program: YNNPACK dot fusion on CPU, where it exists.
-
-    On CPU, XLA's YNNPACK dot fusion also takes the convolutions, which makes the PSPNet's
-    forward pass about twice as fast (same numbers to float round-off). It slows small
-    matrix products, such as the inner loop's, so only the backbone's program uses it.
-    """
+    """YNNPACK dot fusion on CPU, where XLA has it; nothing elsewhere."""
     if jax.default_backend() != "cpu":
         return {}
     try:
