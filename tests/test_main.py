@@ -565,10 +565,11 @@ def best_miou(workdir):
     return max(line["val_miou"] for line in read_metrics(workdir) if "val_miou" in line)
 
 
-def test_validation_never_uses_an_evaluation_episode(settings, tmp_path):
+def test_validation_never_uses_an_evaluation_episode(tmp_path):
     """novel_val: other episodes of the same classes and split; base_holdout: base classes
     on train images meta-training does not see."""
-    config = tiny_config({**settings, "metatrain.val_episodes": 8, "eval.num_runs": 2})
+    overrides = {"metatrain.val_episodes": 8, "eval.num_runs": 2, "data.synthetic_train": 400}
+    config = tiny_config({**overrides, "data.cache_dir": str(tmp_path)})
     inputs = input_pipeline.prepare(config.data, config.seed, str(tmp_path))
     evaluated = [
         (spec["class_id"], spec["query_id"], tuple(spec["support_ids"]))
@@ -581,7 +582,7 @@ def test_validation_never_uses_an_evaluation_episode(settings, tmp_path):
     validated = [(s["class_id"], s["query_id"], tuple(s["support_ids"])) for s in specs]
     assert not set(validated) & set(evaluated)
 
-    config.metatrain.val_source = "base_holdout"
+    config.metatrain.val_source, config.metatrain.holdout_fraction = "base_holdout", 0.5
     train, held_out, specs = metatrain.validation_episodes(config, inputs)
     assert len(train) + len(held_out) == len(inputs.train)
     assert not set(train.ids) & set(held_out.ids)
