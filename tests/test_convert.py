@@ -152,7 +152,13 @@ def test_command_line_writes_orbax_checkpoint(tmp_path):
     source = save(tmp_path / "psp.pth", state)
     output = tmp_path / "converted"
     command = [sys.executable, "-m", "cwt_jax.convert", "--format=pspnet", "--layers=1,2,1,1"]
-    subprocess.run([*command, f"--input={source}", f"--output={output}"], check=True)
+    first = subprocess.run(
+        [*command, f"--input={source}", f"--output={output}"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert first.stdout.splitlines() == [f"Wrote the pspnet weights of {source} to {output}"]
     restored = checkpoints.load_tree(str(output))
     direct = convert.load_pspnet(source, BLOCKS)
     assert jax.tree.all(jax.tree.map(np.array_equal, restored, direct))

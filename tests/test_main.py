@@ -452,8 +452,11 @@ def test_exported_episodes_are_evaluated_exactly_in_order(settings, converted, t
         f"episode{index:04d}_class{episode['class_id']}.png" for index, episode in enumerate(chosen)
     ]
     results = read_results(workdir)
-    assert len(results["runs"]) == 1
-    assert set(results["per_class_iou"]) == {str(episode["class_id"]) for episode in chosen}
+    assert len(results["runs"]) == 1 and results["episodes"] == [2]
+    assert set(results["overridden"]) == {"eval.num_runs", "eval.num_episodes"}
+    listed = {episode["class_id"] for episode in chosen}
+    assert set(results["per_class_iou"]) == {str(class_id) for class_id in listed}
+    assert results["classes_without_episodes"] == sorted(set(range(1, 6)) - listed)
 
 
 def test_all_skips_a_finished_stage_and_eval_reads_the_stage_results(

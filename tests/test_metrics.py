@@ -53,3 +53,5 @@ def test_runs_are_averaged_and_a_class_missing_from_a_run_is_left_out_of_its_mea
     assert summary["runs"] == runs and summary["config"]["seed"] == 0
     table = results.format_table(summary, names)
     assert "0.4500±0.1500" in table and "No episode of 3 (triangle)" in table
+    one_run = results.summarize(runs[:1], config, classes=names, episodes=[4], seconds=1.0)
+    assert "±" not in results.format_table(one_run, names)  # no spread of a single run
