@@ -12,6 +12,9 @@ def base() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.mode = "all"  # pretrain | metatrain | eval | all | export_episodes
     config.seed = 0
+    # XLA's persistent compilation cache: a second run of the same shapes skips compiling
+    # (and, on GPU, autotuning); empty disables it.
+    config.compilation_cache_dir = "~/.cache/cwt_jax/xla"
     config.distributed = ml_collections.ConfigDict()  # several processes (hosts)
     config.distributed.enabled = False  # call jax.distributed.initialize()
     config.distributed.coordinator_address = ""  # host:port of process 0; empty: detected

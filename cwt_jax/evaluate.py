@@ -7,12 +7,14 @@ way `make_scores` scores each batch with `fewshot.episode_predictions`, and
 way.
 """
 
+import functools
 import os
 import time
 from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import tqdm
 
@@ -39,12 +41,18 @@ def make_scores(model, inner_config) -> Callable:
 
     Each episode is `fewshot.episode_predictions`, its classifier initialisation keyed by
     `fewshot.episode_keys(run_key, episode)`, so results do not depend on how episodes are
-    batched or sharded, nor on where their features come from.
+    batched or sharded, nor on where their features come from. One function per model and
+    inner-loop settings: meta-training's validation and evaluation share its programs.
 
     Returns:
       `scores(cwt_params, batch, run_key)` -> ({method: (intersections (B, 2), unions
       (B, 2))}, {method: predictions (B, S, S)}); `batch` as `feature_source` yields it.
     """
+    return _scores(model, ml_collections.FrozenConfigDict(inner_config))
+
+
+@functools.cache
+def _scores(model, inner_config: ml_collections.FrozenConfigDict) -> Callable:
     optimizer = optimizers.from_config(inner_config, "inner")
 
     @jax.jit

@@ -40,6 +40,11 @@ def run(config, workdir: str) -> None:
             section.process_id if section.process_id >= 0 else None,
         )
     config_checks.validate(config)
+    if config.compilation_cache_dir:
+        jax.config.update(
+            "jax_compilation_cache_dir", os.path.expanduser(config.compilation_cache_dir)
+        )
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     stages = config_checks.STAGES[config.mode]
     model = initialization.pspnet(config.model)
     resnet = backbone = cwt_params = episode_list = None

@@ -133,16 +133,16 @@ def build(
 
 def _allocate(rows: dict, num_passes: int, placed: NamedSharding | None) -> dict:
     """Empty cache arrays for `num_passes` passes shaped as `rows`."""
+    shapes = tuple((name, (num_passes, *array.shape), array.dtype) for name, array in rows.items())
     if placed is None:
-        return {
-            name: np.empty((num_passes, *array.shape), array.dtype) for name, array in rows.items()
-        }
-    return jax.jit(
-        lambda: {
-            name: jnp.zeros((num_passes, *array.shape), array.dtype) for name, array in rows.items()
-        },
-        out_shardings=placed,
-    )()
+        return {name: np.empty(shape, dtype) for name, shape, dtype in shapes}
+    return _zeros_on_devices(shapes, placed)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _zeros_on_devices(shapes: tuple, placed: NamedSharding) -> dict:
+    zeros = {name: jnp.zeros(shape, dtype) for name, shape, dtype in shapes}
+    return jax.lax.with_sharding_constraint(zeros, placed)
 
 
 def _write(arrays: dict, rows: dict, index: int, placed: NamedSharding | None) -> dict:
@@ -214,6 +214,7 @@ def gather_episodes(arrays: dict, indices: dict) -> dict:
     return _with_binary_masks(rows, indices)
 
 
+@functools.cache  # one compiled gather per placement, for every run of an evaluation
 def _device_gather(placed: NamedSharding) -> Callable:
     """`gather_episodes` for a cache on the devices, jitted.
 

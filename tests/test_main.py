@@ -46,6 +46,7 @@ LAYERS, WIDTH, BOTTLENECK, HEADS = (1, 1, 1, 1), 8, 16, 2
 # images (the 2*32*32 rule); the model sees them at 64 px.
 TINY = {
     "seed": 0,
+    "compilation_cache_dir": "",  # the module's own cache, `compile_cache`
     "data.synthetic_train": 80,
     "data.synthetic_val": 60,
     "data.synthetic_size": 128,

@@ -1,8 +1,11 @@
 """Batched, sharded and cached evaluation give the numbers of one episode at a time."""
 
+import collections
 import json
+import logging
 import os
 import pathlib
+import re
 import socket
 import subprocess
 import sys
@@ -12,7 +15,17 @@ import numpy as np
 import pytest
 
 from configs import common
-from cwt_jax import checkpoints, cwt, data, evaluate, feature_source, initialization, models
+from cwt_jax import (
+    checkpoints,
+    cwt,
+    data,
+    evaluate,
+    feature_source,
+    initialization,
+    input_pipeline,
+    models,
+)
+from cwt_jax.metric_writer import MetricWriter
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SIZE, SHOT, EPISODES = 64, 2, 16
@@ -179,6 +192,7 @@ def eval_command(setup, workdir, weights, **overrides):
         "eval.episodes_per_step": 8,
         "init.backbone": weights / "backbone",
         "init.cwt": weights / "cwt",
+        "compilation_cache_dir": "",
         **overrides,
     }
     return [
@@ -268,3 +282,55 @@ def test_two_processes_give_the_numbers_of_one(
         np.testing.assert_allclose(actual["miou"], expected["miou"], atol=1e-3)
         for class_id, value in expected["per_class_iou"].items():
             np.testing.assert_allclose(actual["per_class_iou"][class_id], value, atol=1e-3)
+
+
+def test_a_full_evaluation_compiles_each_program_once(setup, tmp_path, caplog):
+    """Each program of an evaluation of two runs (the backbone, the feature cache's
+    allocation, write and gather, the scores) compiles once; a second evaluation in the
+    same process, as meta-training's validations and the evaluation after them, compiles
+    none of them again."""
+    config = setup["config"].copy_and_resolve_references()
+    config.data.image_size, config.data.num_workers = 56, 0  # a size no other test uses
+    config.eval.num_runs, config.eval.num_episodes, config.eval.episodes_per_step = 2, 6, 4
+    config.eval.cache_batch_size, config.eval.visualize = 4, 0
+    classes = data.class_split("synthetic", 0)
+    inputs = input_pipeline.Inputs(setup["val"], setup["val"], classes, classes.novel)
+    writer = MetricWriter(str(tmp_path))
+    ours = ("_apply_eval", "_zeros_on_devices", "_write_on_devices", "gather", "scores")
+
+    def compiled(logs):
+        names = collections.Counter(re.findall(r"Compiling jit\(([^)]+)\)", logs))
+        return {name: names[name] for name in ours}
+
+    jax.config.update("jax_log_compiles", True)
+    try:
+        with caplog.at_level(logging.WARNING, logger="jax._src.interpreters.pxla"):
+            evaluate.evaluate(
+                config, inputs, setup["backbone"], setup["cwt"], str(tmp_path), writer, None
+            )
+            first, caplog_text = compiled(caplog.text), caplog.text
+            caplog.clear()
+            evaluate.evaluate(
+                config, inputs, setup["backbone"], setup["cwt"], str(tmp_path), writer, None
+            )
+            second = compiled(caplog.text)
+    finally:
+        jax.config.update("jax_log_compiles", False)
+        writer.close()
+    assert first == dict.fromkeys(ours, 1), "\n".join(
+        re.findall(r"Compiling jit\(\S+", caplog_text)
+    )
+    assert second == dict.fromkeys(ours, 0)
+
+
+def test_a_second_run_reads_every_program_from_the_compilation_cache(setup, weights, tmp_path):
+    """`compilation_cache_dir`: the first run fills it, the same run again adds nothing."""
+    cache = tmp_path / "xla"
+    env = {key: value for key, value in os.environ.items() if key != "JAX_COMPILATION_CACHE_DIR"}
+    entries = []
+    for run in ("cold", "warm"):
+        command = eval_command(setup, tmp_path / run, weights, compilation_cache_dir=cache)
+        completed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+        assert completed.returncode == 0, completed.stderr[-3000:]
+        entries.append(sorted(os.listdir(cache)))
+    assert entries[0] and entries[1] == entries[0]
