@@ -44,6 +44,7 @@ def run(config, workdir: str) -> None:
         jax.config.update(
             "jax_compilation_cache_dir", os.path.expanduser(config.compilation_cache_dir)
         )
+        # Every program: on CPU the many short compilations add up.
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     stages = config_checks.STAGES[config.mode]
     model = initialization.pspnet(config.model)

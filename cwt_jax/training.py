@@ -20,6 +20,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 import tqdm
+from flax import traverse_util
 from jax.sharding import Mesh
 
 from cwt_jax import checkpoints, sharding
@@ -197,17 +198,12 @@ def stage_settings(config, sections: tuple[str, ...]) -> dict:
     Returns:
       {dotted key: value} of every value under `sections`, as JSON reads them back.
     """
-    flat = {}
-
-    def flatten(prefix, value):
-        if isinstance(value, dict):
-            for name, item in value.items():
-                flatten(f"{prefix}.{name}" if prefix else name, item)
-        else:
-            flat[prefix] = value
-
-    for section in sections:
-        flatten(section, functools.reduce(operator.getitem, section.split("."), config.to_dict()))
+    values = config.to_dict()
+    selected = {
+        section: functools.reduce(operator.getitem, section.split("."), values)
+        for section in sections
+    }
+    flat = traverse_util.flatten_dict(selected, sep=".")
     return json.loads(json.dumps(flat, default=str))  # as they read back from JSON
 
 
