@@ -42,11 +42,10 @@ class MetricWriter:
         if not self._enabled or not os.path.isfile(self._path):
             return
         with open(self._path) as lines:
-            kept = [
-                line
-                for line in lines
-                if not (json.loads(line)["stage"] == stage and json.loads(line)["step"] > step)
-            ]
+            records = [(line, json.loads(line)) for line in lines]
+        kept = [
+            line for line, record in records if record["stage"] != stage or record["step"] <= step
+        ]
         with open(self._path + ".tmp", "w") as lines:
             lines.writelines(kept)
         os.replace(self._path + ".tmp", self._path)

@@ -119,8 +119,8 @@ def hold_out(split: Split, fraction: float) -> tuple[Split, Split]:
       (kept, held out), named `<name>` and `<name>_holdout`.
     """
     every = round(1 / fraction)
-    held = [index for index in range(len(split)) if index % every == every - 1]
-    kept = [index for index in range(len(split)) if index % every != every - 1]
+    held = range(every - 1, len(split), every)
+    kept = sorted(set(range(len(split))) - set(held))
     return split.subset(kept, split.name), split.subset(held, f"{split.name}_holdout")
 
 
