@@ -72,7 +72,12 @@ def base() -> ml_collections.ConfigDict:
     config.inner.lr = 0.1
     config.inner.weight_decay = 0.0
     config.inner.steps = 200
-    config.inner.init = "torch"  # torch: uniform(+-1/sqrt(C)) as nn.Conv2d | zeros
+    # torch: uniform(+-1/sqrt(C)) as nn.Conv2d | zeros | learned: meta-learned (MAML),
+    # from zeros; needs metatrain.inner_gradient first_order or full
+    config.inner.init = "torch"
+    # Meta-learn a factor exp(log_lr) on each weight's inner updates (Meta-SGD), from 1;
+    # needs metatrain.inner_gradient first_order or full
+    config.inner.learn_lr = False
 
     config.cwt = ml_collections.ConfigDict()
     config.cwt.heads = 4
@@ -83,6 +88,10 @@ def base() -> ml_collections.ConfigDict:
     config.metatrain.epochs = 20
     config.metatrain.episodes_per_epoch = 6000
     config.metatrain.episodes_per_step = 1
+    # How the meta-gradient reaches the inner loop: none (the paper) | first_order (each
+    # inner update taken as a constant, as first-order MAML) | full (through every update,
+    # rematerialised)
+    config.metatrain.inner_gradient = "none"
     config.metatrain.optimizer = "sgd"  # any optax optimiser taking learning_rate
     config.metatrain.optimizer_args = ml_collections.ConfigDict({"momentum": 0.9, "nesterov": True})
     config.metatrain.lr = 0.001

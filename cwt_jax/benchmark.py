@@ -98,7 +98,10 @@ def benchmark(config, repeats: int) -> dict:
     rng = np.random.default_rng(config.seed)
     model = initialization.pspnet(config.model)
     backbone = models.init_variables(model, jax.random.key(0))
-    cwt_params = cwt.init(jax.random.key(1), model.bottleneck_dim, config.cwt.heads)
+    meta_params = {
+        "cwt": cwt.init(jax.random.key(1), model.bottleneck_dim, config.cwt.heads),
+        "inner": fewshot.init_inner_params(model.bottleneck_dim, config.inner),
+    }
     size, shot = config.data.image_size, config.data.shot
     key = jax.random.key(2)
     results = {
@@ -115,7 +118,7 @@ def benchmark(config, repeats: int) -> dict:
     mesh = sharding.data_mesh(batch_size, "eval.episodes_per_step")
     episodes = {**episode_batch(rng, batch_size, shot, size), "episode": np.arange(batch_size)}
     batch = sharding.shard_batch(episodes, mesh)
-    variables, params = sharding.replicate((backbone, cwt_params), mesh)
+    variables, params = sharding.replicate((backbone, meta_params), mesh)
     # Evaluation's two programs (the backbone's, then `evaluate.make_scores`), one by one.
     images = (batch["support_images"], batch["query_image"])
     features_step = functools.partial(fewshot.episode_features, model)
@@ -193,7 +196,7 @@ def benchmark(config, repeats: int) -> dict:
     mesh = sharding.data_mesh(meta_batch, "metatrain.episodes_per_step")
     train_step = metatrain.make_train_step(model, config)
     optimizer = optimizers.from_config(config.metatrain, "metatrain")
-    state = training.initial_state(cwt_params, optimizer)
+    state = training.initial_state(meta_params, optimizer)
     meta_inputs = sharding.shard_batch(episode_batch(rng, meta_batch, shot, size), mesh)
     args = (*sharding.replicate((state, backbone), mesh), meta_inputs, key)
     compile_s, meta_s = timed(train_step, *args, repeats=repeats)

@@ -60,7 +60,7 @@ def logit_difference(
     return interpolate.resize_bilinear(difference, size)[..., 0]
 
 
-@functools.partial(jax.jit, static_argnames=("optimizer", "steps"))
+@functools.partial(jax.jit, static_argnames=("optimizer", "steps", "first_order"))
 def fit(
     features: jnp.ndarray,
     masks: jnp.ndarray,
@@ -68,6 +68,8 @@ def fit(
     *,
     optimizer: optax.GradientTransformation,
     steps: int,
+    log_learning_rate: jnp.ndarray | None = None,
+    first_order: bool = False,
 ) -> jnp.ndarray:
     """Fits the classifier on one episode's support set by `steps` optimiser updates.
 
@@ -77,12 +79,22 @@ def fit(
     so build the optimiser once and reuse it to hit the compilation cache. Vmap this
     function to fit many episodes at once.
 
+    The result can be differentiated with respect to `init_weights` and
+    `log_learning_rate` (MAML, Meta-SGD): through every update, each rematerialised in
+    the backward pass so that memory stays flat in `steps` (only the (2, C) weights and
+    the optimiser state of each step are kept); or, with `first_order`, with each update
+    taken as a constant (first-order MAML), so that the fitted weights move one for one
+    with `init_weights` and by their total update with `log_learning_rate`.
+
     Args:
       features: (K, h, w, C) features of the K support images.
       masks: (K, H, W) integer masks in {0, 1, 255}.
       init_weights: (2, C) initial classifier weights.
       optimizer: any optax gradient transformation.
       steps: number of updates.
+      log_learning_rate: (2, C) log of a per-weight factor on every update (Meta-SGD);
+        None for none.
+      first_order: differentiate with each update taken as a constant.
 
     Returns:
       (2, C) fitted weights.
@@ -90,10 +102,16 @@ def fit(
     class_weights = losses.binary_class_weights(masks)
     grad_fn = jax.grad(support_loss)
 
+    @jax.checkpoint
     def update(_, carry):
         weights, opt_state = carry
-        grads = grad_fn(weights, features, masks, class_weights)
-        updates, opt_state = optimizer.update(grads, opt_state, weights)
+        seen = jax.lax.stop_gradient(weights) if first_order else weights
+        grads = grad_fn(seen, features, masks, class_weights)
+        updates, opt_state = optimizer.update(grads, opt_state, seen)
+        if first_order:
+            updates, opt_state = jax.lax.stop_gradient((updates, opt_state))
+        if log_learning_rate is not None:
+            updates = jnp.exp(log_learning_rate) * updates
         return optax.apply_updates(weights, updates), opt_state
 
     weights, _ = jax.lax.fori_loop(0, steps, update, (init_weights, optimizer.init(init_weights)))

@@ -28,6 +28,8 @@ def validate(config) -> None:
     initialization.pspnet(config.model)
     optimizers.from_config(config.inner, "inner")
     _one_of("inner.init", config.inner.init, fewshot.CLASSIFIER_INITS)
+    if not isinstance(config.inner.learn_lr, bool):
+        raise ConfigError(f"inner.learn_lr={config.inner.learn_lr!r} must be True or False.")
     _at_least_one("inner.steps", config.inner.steps)
     if "pretrain" in stages:
         optimizers.from_config(config.pretrain, "pretrain")
@@ -38,6 +40,25 @@ def validate(config) -> None:
         section = config.metatrain
         optimizers.from_config(section, "metatrain")
         _batch("metatrain.episodes_per_step", section.episodes_per_step)
+        _one_of("metatrain.inner_gradient", section.inner_gradient, fewshot.INNER_GRADIENTS)
+        learned = [
+            name
+            for name, is_learned in (
+                ("inner.init=learned", config.inner.init == "learned"),
+                ("inner.learn_lr=True", config.inner.learn_lr),
+            )
+            if is_learned
+        ]
+        if learned and section.inner_gradient == "none":
+            raise ConfigError(
+                f"{' and '.join(learned)} need metatrain.inner_gradient=first_order or full: "
+                "with none, no gradient reaches the inner loop."
+            )
+        if not learned and section.inner_gradient != "none":
+            raise ConfigError(
+                f"metatrain.inner_gradient={section.inner_gradient} has nothing to train: set "
+                "inner.init=learned or inner.learn_lr=True, or use none."
+            )
         per_epoch, per_step = section.episodes_per_epoch, section.episodes_per_step
         if per_epoch < 1 or per_epoch % per_step:
             raise ConfigError(

@@ -45,8 +45,9 @@ def make_scores(model, inner_config) -> Callable:
     inner-loop settings: meta-training's validation and evaluation share its programs.
 
     Returns:
-      `scores(cwt_params, batch, run_key)` -> ({method: (intersections (B, 2), unions
-      (B, 2))}, {method: predictions (B, S, S)}); `batch` as `feature_source` yields it.
+      `scores(params, batch, run_key)` -> ({method: (intersections (B, 2), unions
+      (B, 2))}, {method: predictions (B, S, S)}); `params` are the meta-learned
+      `{"cwt", "inner"}` (see `fewshot`), `batch` as `feature_source` yields it.
     """
     return _scores(model, ml_collections.FrozenConfigDict(inner_config))
 
@@ -56,14 +57,16 @@ def _scores(model, inner_config: ml_collections.FrozenConfigDict) -> Callable:
     optimizer = optimizers.from_config(inner_config, "inner")
 
     @jax.jit
-    def scores(cwt_params, batch, run_key):
+    def scores(params, batch, run_key):
         size = batch["query_mask"].shape[-2:]
 
         def predictions_of(support_features, support_masks, query_features, episode):
             init_key, _ = fewshot.episode_keys(run_key, episode)
-            init = fewshot.init_classifier(init_key, model.bottleneck_dim, inner_config.init)
+            init = fewshot.init_classifier(
+                init_key, params["inner"], model.bottleneck_dim, inner_config.init
+            )
             return fewshot.episode_predictions(
-                cwt_params,
+                params["cwt"],
                 support_features.astype(jnp.float32),
                 support_masks,
                 query_features.astype(jnp.float32),
@@ -71,6 +74,7 @@ def _scores(model, inner_config: ml_collections.FrozenConfigDict) -> Callable:
                 size,
                 optimizer=optimizer,
                 steps=inner_config.steps,
+                log_learning_rate=params["inner"].get("log_lr"),
             )
 
         predictions = jax.vmap(predictions_of)(
@@ -91,7 +95,7 @@ def _scores(model, inner_config: ml_collections.FrozenConfigDict) -> Callable:
 def run_episodes(
     scores: Callable,
     source: feature_source.FeatureSource,
-    cwt_params,
+    params,
     specs: Sequence[dict],
     *,
     batch_size: int,
@@ -108,7 +112,7 @@ def run_episodes(
     Args:
       scores: from `make_scores`.
       source: from `feature_source.make`.
-      cwt_params: transformer parameters.
+      params: the meta-learned `{"cwt", "inner"}` (see `fewshot`).
       specs: the run's episode specs.
       batch_size: episodes per compiled step B.
       run_key: key of the run's classifier initialisations.
@@ -121,7 +125,7 @@ def run_episodes(
       episodes.
     """
     padded = list(specs) + [specs[-1]] * (-len(specs) % batch_size)
-    cwt_params = sharding.replicate(cwt_params, source.mesh)
+    params = sharding.replicate(params, source.mesh)
     # Each process loads a share of every batch: the first episodes lie in the first
     # `keep_predictions` episodes' worth of batches of each process.
     kept_batches = -(-keep_predictions * jax.process_count() // batch_size)
@@ -132,7 +136,7 @@ def run_episodes(
         total=len(padded) // batch_size,
         leave=False,
     ):
-        batch_counts, predictions = scores(cwt_params, batch, run_key)
+        batch_counts, predictions = scores(params, batch, run_key)
         class_ids.append(batch["class_id"])
         episodes.append(batch["episode"])
         counts.append(batch_counts)
@@ -189,14 +193,15 @@ def evaluate(
     config,
     inputs: input_pipeline.Inputs,
     backbone,
-    cwt_params,
+    params,
     workdir: str,
     writer: MetricWriter,
     episode_list: list[dict] | None,
 ) -> dict:
     """Runs `eval.num_runs` runs on the test classes and writes `<workdir>/results.json`.
 
-    In a run of several processes, process 0 writes the files.
+    `params` are the meta-learned `{"cwt", "inner"}` (see `fewshot`). In a run of
+    several processes, process 0 writes the files.
 
     Returns:
       The results (`results.summarize`).
@@ -212,7 +217,7 @@ def evaluate(
         run_scores, shown = run_episodes(
             scores,
             source,
-            cwt_params,
+            params,
             specs,
             batch_size=section.episodes_per_step,
             run_key=jax.random.fold_in(seeds.key(config.seed, seeds.Stream.EVALUATION), run),

@@ -48,7 +48,7 @@ def run(config, workdir: str) -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     stages = config_checks.STAGES[config.mode]
     model = initialization.pspnet(config.model)
-    resnet = backbone = cwt_params = episode_list = None
+    resnet = backbone = meta_params = episode_list = None
     with _removed_on_error(workdir):
         _check_writable(workdir)
         if config.init.resnet and "pretrain" in stages:
@@ -56,8 +56,8 @@ def run(config, workdir: str) -> None:
         if config.init.backbone:
             backbone = initialization.load_backbone(config.init.backbone, model, "init.backbone")
         if config.init.cwt:
-            cwt_params = initialization.load_cwt(
-                config.init.cwt, model.bottleneck_dim, config.cwt.heads, "init.cwt"
+            meta_params = initialization.load_meta_params(
+                config.init.cwt, model.bottleneck_dim, config, "init.cwt"
             )
         if config.eval.episodes and "eval" in stages:
             episode_list = data.read_episode_list(config.eval.episodes)
@@ -78,16 +78,16 @@ def run(config, workdir: str) -> None:
         if backbone is None:
             backbone = _stage_result(workdir, "pretrain", "init.backbone")
             backbone = initialization.load_backbone(backbone, model, "init.backbone")
-        if "metatrain" in stages and cwt_params is None:
+        if "metatrain" in stages and meta_params is None:
             metatrain(config, inputs, backbone, workdir, writer)
         if "eval" not in stages:
             return
-        if cwt_params is None:
+        if meta_params is None:
             path = _stage_result(workdir, "metatrain", "init.cwt")
-            cwt_params = initialization.load_cwt(
-                path, model.bottleneck_dim, config.cwt.heads, "init.cwt"
+            meta_params = initialization.load_meta_params(
+                path, model.bottleneck_dim, config, "init.cwt"
             )
-        evaluate.evaluate(config, inputs, backbone, cwt_params, workdir, writer, episode_list)
+        evaluate.evaluate(config, inputs, backbone, meta_params, workdir, writer, episode_list)
     finally:
         writer.close()
 

@@ -5,6 +5,11 @@ Support features -> classifier fitted by the inner loop -> CWT adaptation to the
 `episode_loss` built on it, evaluation scores `episode_predictions` built on it, and
 both draw an episode's random keys from `episode_keys`. `jax.jit` is applied by the
 loops that call them.
+
+What meta-training learns is a pytree `{"cwt": transformer parameters, "inner":
+learned parts of the inner loop}`; "inner" holds `init`, a (2, C) classifier
+initialisation (`inner.init=learned`, MAML), and `log_lr`, a (2, C) log factor on the
+inner loop's updates (`inner.learn_lr`, Meta-SGD), each only when configured.
 """
 
 import jax
@@ -14,22 +19,51 @@ import optax
 from cwt_jax import classifier, cwt, losses, models
 from cwt_jax.models import PSPNet
 
-CLASSIFIER_INITS = ("torch", "zeros")
+CLASSIFIER_INITS = ("torch", "zeros", "learned")
+# How meta-training's gradient reaches the inner loop: not at all (the paper), through
+# each update taken as a constant (first-order MAML), or through every update.
+INNER_GRADIENTS = ("none", "first_order", "full")
 
 
-def init_classifier(rng: jax.Array, channels: int, kind: str) -> jnp.ndarray:
-    """Initial (2, C) weights of the support classifier.
+def init_inner_params(channels: int, inner_config) -> dict:
+    """The learned parts of the inner loop at the start of meta-training.
+
+    A learned initialisation starts at zeros, and a learned log learning-rate factor at
+    zeros, i.e. at `inner.lr` itself.
+
+    Args:
+      channels: feature channels C.
+      inner_config: the `inner` config section (`init`, `learn_lr`).
+
+    Returns:
+      `{"init": (2, C)}` with `inner.init=learned`, `{"log_lr": (2, C)}` with
+      `inner.learn_lr`, both, or {}.
+    """
+    params = {}
+    if inner_config.init == "learned":
+        params["init"] = jnp.zeros((2, channels))
+    if inner_config.learn_lr:
+        params["log_lr"] = jnp.zeros((2, channels))
+    return params
+
+
+def init_classifier(rng: jax.Array, inner_params: dict, channels: int, kind: str) -> jnp.ndarray:
+    """Initial (2, C) weights of an episode's support classifier.
 
     Args:
       rng: random key.
+      inner_params: the learned parts of the inner loop (`init_inner_params`).
       channels: feature channels C.
-      kind: "torch" for PyTorch's Conv2d default, uniform(-1/sqrt(C), 1/sqrt(C)), or "zeros".
+      kind: "torch" for PyTorch's Conv2d default, uniform(-1/sqrt(C), 1/sqrt(C)),
+        "zeros", or "learned" for `inner_params["init"]`.
 
     Returns:
       (2, C) weights.
     """
     if kind not in CLASSIFIER_INITS:
         raise ValueError(f"inner.init={kind!r} is not one of {', '.join(CLASSIFIER_INITS)}.")
+    if kind == "learned":
+        return inner_params["init"]
     if kind == "zeros":
         return jnp.zeros((2, channels))
     bound = channels**-0.5
@@ -89,14 +123,18 @@ def adapt(
     *,
     optimizer: optax.GradientTransformation,
     steps: int,
+    log_learning_rate: jnp.ndarray | None = None,
+    inner_gradient: str = "none",
     dropout_rng: jax.Array | None = None,
     dropout_rate: float = 0.0,
     attention_dropout_rate: float = 0.0,
 ) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
     """The support classifier of one episode and its CWT adaptation to the query.
 
-    As the original, no gradient flows from the adapted weights back through the inner
-    loop: the CWT learns from the fitted weights as given.
+    With `inner_gradient="none"`, as the original, no gradient flows from the adapted
+    weights back through the inner loop: the CWT learns from the fitted weights as given.
+    "first_order" and "full" let it reach `init_weights` and `log_learning_rate`
+    (`classifier.fit`).
 
     Args:
       cwt_params: transformer parameters.
@@ -106,6 +144,8 @@ def adapt(
       init_weights: (2, C) initial classifier weights.
       optimizer: the inner loop's optimiser (static).
       steps: the inner loop's updates (static).
+      log_learning_rate: (2, C) log factor on the inner loop's updates; None for none.
+      inner_gradient: one of `INNER_GRADIENTS` (static).
       dropout_rng: key for the CWT's dropout in training; None is eval mode.
       dropout_rate: dropout on the CWT's output projection.
       attention_dropout_rate: dropout on the CWT's attention map.
@@ -114,11 +154,19 @@ def adapt(
       (2, C) support-fitted weights, (2, C) adapted weights and the (h, w, C) normalised
       query features both apply to.
     """
-    weights = jax.lax.stop_gradient(
-        classifier.fit(
-            support_features, support_masks, init_weights, optimizer=optimizer, steps=steps
-        )
+    if inner_gradient not in INNER_GRADIENTS:
+        raise ValueError(f"inner_gradient={inner_gradient!r} is not one of {INNER_GRADIENTS}.")
+    weights = classifier.fit(
+        support_features,
+        support_masks,
+        init_weights,
+        optimizer=optimizer,
+        steps=steps,
+        log_learning_rate=log_learning_rate,
+        first_order=inner_gradient == "first_order",
     )
+    if inner_gradient == "none":
+        weights = jax.lax.stop_gradient(weights)
     normalized = cwt.normalize_features(query_features)
     adapted = cwt.apply(
         cwt_params,
@@ -141,6 +189,8 @@ def episode_loss(
     *,
     optimizer: optax.GradientTransformation,
     steps: int,
+    log_learning_rate: jnp.ndarray | None = None,
+    inner_gradient: str = "none",
     dropout_rng: jax.Array | None = None,
     dropout_rate: float = 0.0,
     attention_dropout_rate: float = 0.0,
@@ -158,9 +208,12 @@ def episode_loss(
       support_masks: (K, H, W) masks in {0, 1, 255}.
       query_features: (h, w, C) raw query features.
       query_mask: (H, W) mask in {0, 1, 255}.
-      init_weights: (2, C) initial classifier weights.
+      init_weights: (2, C) initial classifier weights (differentiated unless
+        `inner_gradient="none"`).
       optimizer: the inner loop's optimiser (static).
       steps: the inner loop's updates (static).
+      log_learning_rate: (2, C) log factor on the inner loop's updates; None for none.
+      inner_gradient: how the gradient reaches the inner loop, one of `INNER_GRADIENTS`.
       dropout_rng: key for the CWT's dropout; None turns dropout off.
       dropout_rate: dropout on the CWT's output projection.
       attention_dropout_rate: dropout on the CWT's attention map.
@@ -176,6 +229,8 @@ def episode_loss(
         init_weights,
         optimizer=optimizer,
         steps=steps,
+        log_learning_rate=log_learning_rate,
+        inner_gradient=inner_gradient,
         dropout_rng=dropout_rng,
         dropout_rate=dropout_rate,
         attention_dropout_rate=attention_dropout_rate,
@@ -196,6 +251,7 @@ def episode_predictions(
     *,
     optimizer: optax.GradientTransformation,
     steps: int,
+    log_learning_rate: jnp.ndarray | None = None,
 ) -> dict[str, jnp.ndarray]:
     """Foreground (1) / background (0) maps of one query, with and without the CWT.
 
@@ -208,6 +264,7 @@ def episode_predictions(
       size: (H, W) of the maps: the logits are resized to it before the argmax.
       optimizer: the inner loop's optimiser (static).
       steps: the inner loop's updates (static).
+      log_learning_rate: (2, C) log factor on the inner loop's updates; None for none.
 
     Returns:
       {"cwt": (H, W), "support_only": (H, W)} int32 maps.
@@ -220,6 +277,7 @@ def episode_predictions(
         init_weights,
         optimizer=optimizer,
         steps=steps,
+        log_learning_rate=log_learning_rate,
     )
     return {
         method: (classifier.logit_difference(w, normalized, size) > 0).astype(jnp.int32)

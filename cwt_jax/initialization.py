@@ -5,7 +5,7 @@ import os
 import jax
 import jax.numpy as jnp
 
-from cwt_jax import checkpoints, convert, cwt, errors, models
+from cwt_jax import checkpoints, convert, cwt, errors, fewshot, models
 from cwt_jax.models import PSPNet, resnet
 
 
@@ -74,6 +74,34 @@ def load_cwt(path: str, channels: int, heads: int, key: str) -> dict:
         params = checkpoints.load_tree(_existing(path, key))["params"]
     expected = jax.eval_shape(lambda: cwt.init(jax.random.key(0), channels, heads))
     return _checked(params, expected, path, key)
+
+
+def load_meta_params(path: str, channels: int, config, key: str) -> dict:
+    """Reads what meta-training learns: the CWT and the inner loop's learned parts.
+
+    Args:
+      path: transformer .pth file, converted checkpoint or a run's best checkpoint.
+      channels: feature channels of the model.
+      config: the whole config (`cwt.heads`, `inner.init`, `inner.learn_lr`).
+      key: the config key that named `path`, for error messages.
+
+    Returns:
+      `{"cwt": transformer parameters, "inner": learned inner-loop parameters}`; "inner"
+      is checked against `inner.init` and `inner.learn_lr`, so a learned initialisation
+      is never replaced by a random one unnoticed.
+    """
+    params = {"cwt": load_cwt(path, channels, config.cwt.heads, key)}
+    expected = jax.eval_shape(lambda: fewshot.init_inner_params(channels, config.inner))
+    inner = {} if path.endswith(".pth") else checkpoints.load_tree(path).get("inner", {})
+    if sorted(inner) != sorted(expected):
+        raise errors.ConversionError(
+            f"{key}={path} holds learned inner-loop parameters {sorted(inner) or 'none'}, "
+            f"where inner.init={config.inner.init!r} and inner.learn_lr="
+            f"{config.inner.learn_lr} need {sorted(expected) or 'none'}; set them as in its "
+            "meta-training."
+        )
+    params["inner"] = _checked(inner, expected, path, key)
+    return params
 
 
 def _existing(path: str, key: str) -> str:

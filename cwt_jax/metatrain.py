@@ -28,24 +28,27 @@ def make_train_step(model, config):
     """A meta-training step on a batch of B episodes: two jitted programs.
 
     The frozen backbone's pass is evaluation's (`fewshot.episode_features`); no gradient
-    reaches it. The loss is the
-    mean of `fewshot.episode_loss` over the B episodes, each with its classifier
-    initialisation and dropout keyed by `fewshot.episode_keys(step key, position)`; only
-    the CWT parameters are updated.
+    reaches it. The loss is the mean of `fewshot.episode_loss` over the B episodes, each
+    with its classifier initialisation and dropout keyed by `fewshot.episode_keys(step
+    key, position)`; the meta-parameters (`{"cwt", "inner"}`, see `fewshot`) are updated,
+    the inner loop's learned parts through `metatrain.inner_gradient`.
 
     Returns:
       `train_step(state, backbone, batch, rng)` -> (state, metrics); `batch` holds
       `feature_source.EPISODE_ARRAYS`.
     """
+    section = config.metatrain
     inner_optimizer = optimizers.from_config(config.inner, "inner")
     outer_optimizer = optimizers.from_config(config.metatrain, "metatrain")
 
-    def batch_loss(cwt_params, support_features, support_masks, query_features, query_masks, rng):
+    def batch_loss(params, support_features, support_masks, query_features, query_masks, rng):
         def loss_of(episode_support_features, episode_support_masks, query, query_mask, episode):
             init_key, dropout_key = fewshot.episode_keys(rng, episode)
-            init = fewshot.init_classifier(init_key, model.bottleneck_dim, config.inner.init)
+            init = fewshot.init_classifier(
+                init_key, params["inner"], model.bottleneck_dim, config.inner.init
+            )
             return fewshot.episode_loss(
-                cwt_params,
+                params["cwt"],
                 episode_support_features,
                 episode_support_masks,
                 query,
@@ -53,6 +56,8 @@ def make_train_step(model, config):
                 init,
                 optimizer=inner_optimizer,
                 steps=config.inner.steps,
+                log_learning_rate=params["inner"].get("log_lr"),
+                inner_gradient=section.inner_gradient,
                 dropout_rng=dropout_key,
                 dropout_rate=config.cwt.dropout,
                 attention_dropout_rate=config.cwt.attention_dropout,
@@ -155,9 +160,12 @@ def metatrain(
         seed=config.seed,
         augmentation=data.Augmentation(),
     )
-    params = cwt.init(
-        seeds.key(config.seed, seeds.Stream.INIT), model.bottleneck_dim, config.cwt.heads
-    )
+    params = {
+        "cwt": cwt.init(
+            seeds.key(config.seed, seeds.Stream.INIT), model.bottleneck_dim, config.cwt.heads
+        ),
+        "inner": fewshot.init_inner_params(model.bottleneck_dim, config.inner),
+    }
     state = training.initial_state(params, optimizers.from_config(section, "metatrain"))
     train_step = make_train_step(model, config)
     # The same episodes every epoch: their feature cache (if any) is made once, when needed.
@@ -199,7 +207,7 @@ def metatrain(
         checkpoint_every=section.checkpoint_every,
         log_every=section.log_every,
         validate=validate,
-        best_variables=lambda s: {"params": s["params"]},
+        best_variables=lambda s: {"params": s["params"]["cwt"], "inner": s["params"]["inner"]},
         writer=writer,
         settings=training.stage_settings(
             config, ("seed", "data", "model", "init.backbone", "inner", "cwt", "metatrain")

@@ -81,10 +81,12 @@ TINY = {
     "metatrain.optimizer": "sgd",
     "metatrain.optimizer_args": {"momentum": 0.9, "nesterov": True},
     "metatrain.weight_decay": 1e-4,
+    "metatrain.inner_gradient": "none",
     "inner.optimizer": "sgd",
     "inner.lr": 0.1,
     "inner.steps": 5,
     "inner.init": "torch",
+    "inner.learn_lr": False,
     "eval.num_runs": 1,
     "eval.num_episodes": 4,
     "eval.episodes_per_step": 2,
@@ -420,6 +422,35 @@ def test_non_default_inner_optimizer_runs_end_to_end(settings, converted, conver
     assert len(events) == 1 and events[0].stat().st_size > 0
 
 
+def test_meta_learned_inner_loop_runs_end_to_end_and_its_checkpoint_is_checked(
+    settings, metatrain_settings, tmp_path
+):
+    """`metatrain.inner_gradient=full` with a learned initialisation and learning rates.
+
+    Meta-training moves them and keeps them in its best checkpoint beside the CWT;
+    evaluation reads them back; an evaluation configured for a random initialisation
+    refuses that checkpoint rather than ignore what it learned.
+    """
+    workdir = str(tmp_path / "meta_sgd")
+    learned = {"metatrain.inner_gradient": "full", "inner.init": "learned", "inner.learn_lr": True}
+    experiment.run(tiny_config({**metatrain_settings, **learned, "mode": "all"}), workdir)
+    best = checkpoints.load_tree(os.path.join(workdir, "metatrain", "best"))
+    assert set(best) == {"params", "inner"} and set(best["inner"]) == {"init", "log_lr"}
+    for leaf in best["inner"].values():
+        assert leaf.shape == (2, BOTTLENECK) and np.abs(leaf).max() > 0  # moved from zeros
+    assert read_results(workdir)["config"]["metatrain"]["inner_gradient"] == "full"
+    evaluation = {
+        **settings,
+        "mode": "eval",
+        "init.backbone": metatrain_settings["init.backbone"],
+        "init.cwt": os.path.join(workdir, "metatrain", "best"),
+    }
+    with pytest.raises(
+        errors.ConversionError, match=r"\['init', 'log_lr'\], where inner.init='torch'"
+    ):
+        experiment.run(tiny_config(evaluation), str(tmp_path / "random_init"))
+
+
 def test_exported_episodes_are_evaluated_exactly_in_order(settings, converted, tmp_path):
     export_dir = tmp_path / "export"
     experiment.run(tiny_config({**settings, "mode": "export_episodes"}), str(export_dir))
@@ -633,6 +664,18 @@ def error_cases(root, torch_weights, settings):
             ["inner.optimizer_args.b1='high'", "optax.adam"],
         ),
         "workdir": ({}, ["--workdir", str(root / "a_file" / "run")]),
+        "learned_without_inner_gradient": (
+            {"mode": "metatrain", "inner.init": "learned", "inner.learn_lr": True},
+            ["inner.init=learned and inner.learn_lr=True need metatrain.inner_gradient"],
+        ),
+        "inner_gradient_without_learning": (
+            {"mode": "metatrain", "metatrain.inner_gradient": "full"},
+            ["metatrain.inner_gradient=full has nothing to train"],
+        ),
+        "learned_init_from_pth": (
+            {"inner.init": "learned", "init.cwt": torch_weights["cwt"]},
+            ["init.cwt", "cwt.pth", "inner.init='learned'"],
+        ),
     }
     return {
         case: (
@@ -664,6 +707,9 @@ def assert_no_work_done(overrides, workdir, shared_cache):
         "optimizer_argument",
         "optimizer_argument_type",
         "workdir",
+        "learned_without_inner_gradient",
+        "inner_gradient_without_learning",
+        "learned_init_from_pth",
     ],
 )
 def test_user_error_stops_the_run_before_any_work(settings, torch_weights, tmp_path, case):

@@ -49,7 +49,7 @@ def setup(tmp_path_factory):
         "cache_dir": cache_dir,
         "model": model,
         "backbone": models.init_variables(model, jax.random.key(0)),
-        "cwt": cwt.init(jax.random.key(1), 16, 2),
+        "params": {"cwt": cwt.init(jax.random.key(1), 16, 2), "inner": {}},
         "val": val,
         "specs": specs,
     }
@@ -79,7 +79,7 @@ def run(setup, batch_size, cache=None, model=None, cache_batch_size=4):
     results, _ = evaluate.run_episodes(
         evaluate.make_scores(model or setup["model"], config.inner),
         source,
-        setup["cwt"],
+        setup["params"],
         setup["specs"],
         batch_size=batch_size,
         run_key=jax.random.key(3),
@@ -216,7 +216,7 @@ def weights(setup, tmp_path_factory):
     """The setup's random backbone and CWT as orbax checkpoints."""
     directory = tmp_path_factory.mktemp("weights")
     checkpoints.save_tree(str(directory / "backbone"), setup["backbone"])
-    checkpoints.save_tree(str(directory / "cwt"), {"params": setup["cwt"]})
+    checkpoints.save_tree(str(directory / "cwt"), {"params": setup["params"]["cwt"]})
     return directory
 
 
@@ -306,12 +306,12 @@ def test_a_full_evaluation_compiles_each_program_once(setup, tmp_path, caplog):
     try:
         with caplog.at_level(logging.WARNING, logger="jax._src.interpreters.pxla"):
             evaluate.evaluate(
-                config, inputs, setup["backbone"], setup["cwt"], str(tmp_path), writer, None
+                config, inputs, setup["backbone"], setup["params"], str(tmp_path), writer, None
             )
             first, caplog_text = compiled(caplog.text), caplog.text
             caplog.clear()
             evaluate.evaluate(
-                config, inputs, setup["backbone"], setup["cwt"], str(tmp_path), writer, None
+                config, inputs, setup["backbone"], setup["params"], str(tmp_path), writer, None
             )
             second = compiled(caplog.text)
     finally:

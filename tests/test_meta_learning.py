@@ -1,0 +1,189 @@
+"""Meta-learning through the inner loop: `metatrain.inner_gradient` and what it learns.
+
+The meta-gradient of one episode's loss with respect to the learned classifier
+initialisation (MAML) and log learning-rate factors (Meta-SGD), next to the CWT's:
+`full` against finite differences, `first_order` against its definition, `none` zero,
+and the memory of `full`, which rematerialisation keeps flat in the number of steps.
+"""
+
+import pathlib
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from cwt_jax import classifier, cwt, fewshot
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHOT, FEATURE_SIZE, CHANNELS, MASK_SIZE, HEADS = 2, 5, 8, 17, 2
+
+
+def episode(dtype=np.float32, seed=0):
+    """Support and query features and masks of a random episode, and meta-parameters."""
+    rng = np.random.RandomState(seed)
+    support_masks = (rng.rand(SHOT, MASK_SIZE, MASK_SIZE) > 0.6).astype(np.int32)
+    support_masks[:, -2:] = 255
+    arrays = {
+        "support_features": jnp.asarray(
+            rng.randn(SHOT, FEATURE_SIZE, FEATURE_SIZE, CHANNELS), dtype
+        ),
+        "support_masks": jnp.asarray(support_masks),
+        "query_features": jnp.asarray(rng.randn(FEATURE_SIZE, FEATURE_SIZE, CHANNELS), dtype),
+        "query_mask": jnp.asarray((rng.rand(MASK_SIZE, MASK_SIZE) > 0.6).astype(np.int32)),
+    }
+    params = {
+        "cwt": cwt.init(jax.random.key(seed), CHANNELS, HEADS),
+        "inner": {"init": 0.3 * rng.randn(2, CHANNELS), "log_lr": 0.2 * rng.randn(2, CHANNELS)},
+    }
+    return arrays, jax.tree.map(lambda leaf: jnp.asarray(leaf, dtype), params)
+
+
+def meta_loss(params, arrays, *, inner_gradient, steps=8, optimizer=None):
+    """One episode's loss as meta-training's step computes it, dropout off."""
+    return fewshot.episode_loss(
+        params["cwt"],
+        arrays["support_features"],
+        arrays["support_masks"],
+        arrays["query_features"],
+        arrays["query_mask"],
+        params["inner"]["init"],
+        optimizer=optimizer or optax.sgd(0.5, momentum=0.9),
+        steps=steps,
+        log_learning_rate=params["inner"]["log_lr"],
+        inner_gradient=inner_gradient,
+    )
+
+
+def test_full_meta_gradient_matches_finite_differences():
+    """Reverse mode through every (rematerialised) momentum-SGD update, in float64.
+
+    Central differences of the loss along random directions of every meta-parameter
+    (CWT, initialisation, log learning rates) against the gradient's inner product.
+    """
+    with jax.enable_x64(True):
+        arrays, params = episode(np.float64)
+        loss = jax.jit(lambda p: meta_loss(p, arrays, inner_gradient="full"))
+        grads = jax.grad(loss)(params)
+        rng = np.random.RandomState(1)
+        for name in ("cwt", "init", "log_lr"):
+            for _ in range(2):
+                direction = jax.tree.map(jnp.zeros_like, params)
+                if name == "cwt":
+                    direction["cwt"] = jax.tree.map(
+                        lambda leaf: jnp.asarray(rng.randn(*leaf.shape)), params["cwt"]
+                    )
+                else:
+                    direction["inner"][name] = jnp.asarray(rng.randn(2, CHANNELS))
+                numeric = _directional_difference(loss, params, direction, 1e-6)
+                analytic = sum(
+                    jnp.vdot(g, d)
+                    for g, d in zip(jax.tree.leaves(grads), jax.tree.leaves(direction), strict=True)
+                )
+                assert abs(numeric) > 1e-4, name  # the direction moves the loss
+                np.testing.assert_allclose(analytic, numeric, rtol=1e-6, err_msg=name)
+
+
+def _directional_difference(function, params, direction, step):
+    """Central difference of `function` at `params` along `direction`."""
+    plus = jax.tree.map(lambda p, d: p + step * d, params, direction)
+    minus = jax.tree.map(lambda p, d: p - step * d, params, direction)
+    return (function(plus) - function(minus)) / (2 * step)
+
+
+def test_first_order_meta_gradient_is_its_definition():
+    """Each update taken as a constant: w_T = w_0 + sum_t exp(log_lr) * u_t.
+
+    So the gradient reaching the initialisation is g_T, the loss's gradient with respect
+    to the fitted weights w_T, and the one reaching the log learning rates is
+    g_T * (w_T - w_0). The CWT's gradient is the same whichever way the inner loop is
+    differentiated.
+    """
+    arrays, params = episode()
+    optimizer = optax.sgd(0.5, momentum=0.9)
+    grads = {
+        mode: jax.grad(meta_loss)(params, arrays, inner_gradient=mode, optimizer=optimizer)
+        for mode in fewshot.INNER_GRADIENTS
+    }
+    fitted = classifier.fit(
+        arrays["support_features"],
+        arrays["support_masks"],
+        params["inner"]["init"],
+        optimizer=optimizer,
+        steps=8,
+        log_learning_rate=params["inner"]["log_lr"],
+    )
+    at_fitted = {"cwt": params["cwt"], "inner": {**params["inner"], "init": fitted}}
+    fitted_grad = jax.grad(meta_loss)(at_fitted, arrays, inner_gradient="full", steps=0)
+    fitted_grad = fitted_grad["inner"]["init"]  # g_T: no update between init and w_T
+    first_order = grads["first_order"]["inner"]
+    np.testing.assert_allclose(first_order["init"], fitted_grad, rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(
+        first_order["log_lr"],
+        fitted_grad * (fitted - params["inner"]["init"]),
+        rtol=1e-4,
+        atol=1e-8,
+    )
+    assert not np.allclose(grads["full"]["inner"]["init"], fitted_grad, rtol=1e-2)
+    for leaf in jax.tree.leaves(grads["none"]["inner"]):
+        np.testing.assert_array_equal(leaf, 0.0)
+    for mode in ("first_order", "full"):
+        for actual, expected in zip(
+            jax.tree.leaves(grads[mode]["cwt"]), jax.tree.leaves(grads["none"]["cwt"]), strict=True
+        ):
+            np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_a_zero_log_learning_rate_is_the_configured_rate():
+    """Meta-SGD starts from `inner.lr`: the learned factors start at exp(0) = 1."""
+    arrays, params = episode()
+    inner = fewshot.init_inner_params(CHANNELS, _inner_config(init="learned", learn_lr=True))
+    assert set(inner) == {"init", "log_lr"}
+
+    def fit(**kwargs):
+        return classifier.fit(
+            arrays["support_features"],
+            arrays["support_masks"],
+            params["inner"]["init"],
+            optimizer=optax.sgd(0.5),
+            steps=8,
+            **kwargs,
+        )
+
+    np.testing.assert_array_equal(fit(log_learning_rate=inner["log_lr"]), fit())
+    np.testing.assert_array_equal(inner["init"], 0.0)
+    assert fewshot.init_inner_params(CHANNELS, _inner_config(init="torch", learn_lr=False)) == {}
+
+
+def test_meta_gradient_memory_does_not_grow_with_inner_steps():
+    """XLA's temporary memory of one episode's meta-gradient at 10 and at 100 steps, as
+    `scripts/inner_gradient_memory.py` prints it.
+
+    Without rematerialisation, `full` keeps each step's resized logits for the backward
+    pass: at least a (K, H, W) float map per step. With it, a step keeps its (2, C)
+    weights and optimiser state only.
+    """
+    size = 65
+    process = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "inner_gradient_memory.py")]
+        + ["--channels=16", "--feature_size=9", f"--mask_size={size}", "--steps=10,100"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert process.returncode == 0, process.stderr
+    mebibytes = {}
+    for line in process.stdout.splitlines():
+        mode, steps, _, value, _ = line.split()
+        mebibytes[mode, int(steps)] = float(value)
+    assert {mode for mode, _ in mebibytes} == set(fewshot.INNER_GRADIENTS)
+    one_map = size * size * 4 / 2**20
+    for mode in fewshot.INNER_GRADIENTS:
+        assert mebibytes[mode, 100] - mebibytes[mode, 10] < 90 * one_map / 8, mode
+
+
+def _inner_config(**values):
+    return ml_collections.ConfigDict(values)
