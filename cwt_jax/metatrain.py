@@ -142,8 +142,9 @@ def metatrain(
 ) -> dict:
     """Runs or resumes stage 2; returns the validation scores of its best checkpoint.
 
-    The best checkpoint holds the CWT parameters of the epoch with the best episodic
-    validation mIoU (`validation_episodes`; see `training.train`).
+    The best checkpoint holds what was learned by the epoch with the best episodic
+    validation mIoU (`validation_episodes`; see `training.train`): the CWT under
+    "params", the inner loop's learned parts (`fewshot.init_inner_params`) under "inner".
     """
     section = config.metatrain
     model = initialization.pspnet(config.model)
