@@ -2,7 +2,8 @@
 
 Support features -> classifier fitted by the inner loop -> CWT adaptation to the query
 -> logits. `adapt` is the one composition of these steps: meta-training differentiates
-`episode_loss` built on it, evaluation scores `episode_predictions` built on it, and
+`episode_loss` built on it, evaluation scores `episode_logit_differences` built on it
+(`episode_predictions` turns them into the maps of one query), and
 both draw an episode's random keys from `episode_keys`. `jax.jit` is applied by the
 loops that call them.
 """
@@ -186,6 +187,48 @@ def episode_loss(
     )
 
 
+def episode_logit_differences(
+    cwt_params,
+    support_features: jnp.ndarray,
+    support_masks: jnp.ndarray,
+    query_features: jnp.ndarray,
+    init_weights: jnp.ndarray,
+    *,
+    optimizer: optax.GradientTransformation,
+    steps: int,
+) -> dict[str, jnp.ndarray]:
+    """Foreground minus background logits of one query, with and without the CWT.
+
+    At feature resolution: evaluation resizes them to the label resolutions it reports
+    (`classifier.foreground`, `classifier.foreground_at_side`).
+
+    Args:
+      cwt_params: transformer parameters.
+      support_features: (K, h, w, C) raw support features.
+      support_masks: (K, H, W) masks in {0, 1, 255}.
+      query_features: (h, w, C) raw query features.
+      init_weights: (2, C) initial classifier weights.
+      optimizer: the inner loop's optimiser (static).
+      steps: the inner loop's updates (static).
+
+    Returns:
+      {"cwt": (h, w), "support_only": (h, w)} float32 logit differences.
+    """
+    weights, adapted, normalized = adapt(
+        cwt_params,
+        support_features,
+        support_masks,
+        query_features,
+        init_weights,
+        optimizer=optimizer,
+        steps=steps,
+    )
+    return {
+        method: classifier.predict(w[1:] - w[:1], normalized)[..., 0]
+        for method, w in (("cwt", adapted), ("support_only", weights))
+    }
+
+
 def episode_predictions(
     cwt_params,
     support_features: jnp.ndarray,
@@ -212,7 +255,7 @@ def episode_predictions(
     Returns:
       {"cwt": (H, W), "support_only": (H, W)} int32 maps.
     """
-    weights, adapted, normalized = adapt(
+    differences = episode_logit_differences(
         cwt_params,
         support_features,
         support_masks,
@@ -221,7 +264,4 @@ def episode_predictions(
         optimizer=optimizer,
         steps=steps,
     )
-    return {
-        method: (classifier.logit_difference(w, normalized, size) > 0).astype(jnp.int32)
-        for method, w in (("cwt", adapted), ("support_only", weights))
-    }
+    return {method: classifier.foreground(d, size) for method, d in differences.items()}
