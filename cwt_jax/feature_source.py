@@ -29,16 +29,13 @@ class FeatureSource:
         class_id (B,) and episode (B,), the index in `specs`; `len(specs)` is a multiple
         of `batch_size`. A source made with `original_masks` adds query_original_mask
         (B, G, G), the query's {0, 1, 255} mask at its original size, top-left in a square
-        of 255 (G = `original_grid`), and query_side (B,), its longer side.
-      original_grid: G, the longest side of the runs' query images; None without
-        original masks.
+        of 255 (G = `original_grid(split, runs)`), and query_side (B,), its longer side.
       mesh: the devices of the evaluation.
       cache: the feature cache read, None where the backbone runs on each batch.
     """
 
     batches: Callable[[Sequence[dict], int], Iterator[dict]]
     mesh: Mesh
-    original_grid: int | None
     cache: feature_cache.FeatureCache | None = None
 
 
@@ -79,7 +76,6 @@ def make(
         return FeatureSource(
             functools.partial(_backbone_batches, model, backbone, split, config.data, mesh, grid),
             mesh,
-            grid,
         )
     image_ids = [i for specs in runs for s in specs for i in (s["query_id"], *s["support_ids"])]
     cache = feature_cache.build(
@@ -94,17 +90,18 @@ def make(
         memory=section.cache_memory,
         original_grid=grid,
     )
-    return FeatureSource(functools.partial(feature_cache.batches, cache), mesh, grid, cache)
+    return FeatureSource(functools.partial(feature_cache.batches, cache), mesh, cache)
 
 
 def original_grid(split: data.Split, runs: list[list[dict]]) -> int:
-    """The longest side of the runs' query images, read from their masks' headers.
+    """The longest side of the runs' images, read from their masks' headers.
 
-    Every query's original mask is padded to a square of this side, so that one compiled
-    program scores them all (PASCAL VOC: at most 500).
+    Every original mask is padded to a square of this side, so that one compiled program
+    scores every query (PASCAL VOC: at most 500). Supports count too: the feature cache
+    keeps the original mask of every image it holds.
     """
-    queries = {spec["query_id"] for specs in runs for spec in specs}
-    return max(max(split.mask_shape(split.index_of[image_id])) for image_id in queries)
+    image_ids = {i for specs in runs for s in specs for i in (s["query_id"], *s["support_ids"])}
+    return max(max(split.mask_shape(split.index_of[image_id])) for image_id in image_ids)
 
 
 def _backbone_batches(model, backbone, split, data_config, mesh, grid, specs, batch_size):

@@ -40,9 +40,9 @@ def bilinear_matrix_to_side(in_size: int, side: jnp.ndarray, rows: int) -> jnp.n
     """`bilinear_matrix(in_size, side)` for an output length known only on the device.
 
     Built in the compiled program from `side`, so one program serves every output
-    length up to `rows`: row i < side holds output pixel i's weights, bit for bit those
-    of `bilinear_matrix` (the scale is the same float32 quotient); rows from `side` on
-    are zero.
+    length up to `rows`: row i < side holds output pixel i's weights, those of
+    `bilinear_matrix` (the same float32 scale and products: equal bit for bit on CPU,
+    `tests/test_protocols.py`); rows from `side` on are zero.
 
     Args:
       in_size: length of the input axis (static).
