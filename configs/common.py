@@ -103,9 +103,16 @@ def base() -> ml_collections.ConfigDict:
     config.metatrain.log_every = 100  # steps between fetches of the metrics from the device
 
     config.eval = ml_collections.ConfigDict()
+    # One run per seed: a run's episodes and classifier initialisations depend on its seed
+    # only. Empty: eval.num_runs runs of seeds seed, seed + 1, ...
+    config.eval.seeds = ()
     config.eval.num_runs = 5
     config.eval.num_episodes = 1000
     config.eval.episodes_per_step = 1
+    # Labels compared with the predictions: padded (CWT/RePRI: the padded test-size mask) |
+    # original (PFENet's ori_resize: the original mask, logits resized to its longer side)
+    # | both (padded at the top of results.json, original under original_resolution)
+    config.eval.label_resolution = "padded"
     config.eval.feature_cache = True  # backbone once per image, not per episode (and validation)
     config.eval.cache_dtype = "float32"  # or bfloat16: half the cache memory
     config.eval.cache_batch_size = 8  # images per pass filling the cache, over all eval devices

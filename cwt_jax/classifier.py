@@ -60,6 +60,42 @@ def logit_difference(
     return interpolate.resize_bilinear(difference, size)[..., 0]
 
 
+def foreground(difference: jnp.ndarray, size: tuple[int, int]) -> jnp.ndarray:
+    """Foreground (1) / background (0) map of logit differences resized to `size`.
+
+    Args:
+      difference: (..., h, w) foreground minus background logits at feature resolution.
+      size: (H, W) of the map (static): bilinear, `align_corners=True`.
+
+    Returns:
+      (..., H, W) int32 map.
+    """
+    resized = interpolate.resize_bilinear(difference[..., None], size)[..., 0]
+    return (resized > 0).astype(jnp.int32)
+
+
+def foreground_at_side(
+    difference: jnp.ndarray, size: tuple[int, int], side: jnp.ndarray, grid: int
+) -> jnp.ndarray:
+    """PFENet's `ori_resize` prediction of one query (`interpolate.resize_via_to_side`).
+
+    The logit difference is resized (bilinear, `align_corners=True`) to the test size
+    `size`, then to the side x side square of the original mask padded on its longer
+    side, as PFENet resizes its test-size logits.
+
+    Args:
+      difference: (h, w) foreground minus background logits at feature resolution.
+      size: (S, S) test size (static).
+      side: () int, the longer side L of the original mask, at most `grid`.
+      grid: side of the output (static).
+
+    Returns:
+      (grid, grid) int32 map, the prediction in its top-left L x L square, 0 beyond.
+    """
+    resized = interpolate.resize_via_to_side(difference, size, side, grid)
+    return (resized > 0).astype(jnp.int32)
+
+
 @functools.partial(jax.jit, static_argnames=("optimizer", "steps", "first_order"))
 def fit(
     features: jnp.ndarray,

@@ -2,7 +2,7 @@
 
 import jax
 
-from cwt_jax import feature_cache, fewshot, initialization, metatrain, optimizers
+from cwt_jax import feature_cache, fewshot, initialization, metatrain, optimizers, results
 from cwt_jax.errors import ConfigError
 
 MODES = ("pretrain", "metatrain", "eval", "all", "export_episodes")
@@ -78,8 +78,22 @@ def validate(config) -> None:
         _at_least_one("eval.cache_batch_size", config.eval.cache_batch_size)
         _one_of("eval.cache_memory", config.eval.cache_memory, feature_cache.MEMORIES)
     if config.mode in ("eval", "all", "export_episodes"):
-        _at_least_one("eval.num_runs", config.eval.num_runs)
+        _seeds(config.eval)
         _at_least_one("eval.num_episodes", config.eval.num_episodes)
+        _one_of("eval.label_resolution", config.eval.label_resolution, results.LABEL_RESOLUTIONS)
+
+
+def _seeds(section) -> None:
+    """`eval.seeds`: distinct integers, or empty for `eval.num_runs` runs from `seed` on."""
+    run_seeds = list(section.seeds)
+    if not run_seeds:
+        _at_least_one("eval.num_runs", section.num_runs)
+    elif not all(isinstance(seed, int) and not isinstance(seed, bool) for seed in run_seeds):
+        raise ConfigError(f"eval.seeds={section.seeds!r} must hold integers only.")
+    elif len(set(run_seeds)) < len(run_seeds):
+        raise ConfigError(
+            f"eval.seeds={section.seeds!r} repeats a seed; a repeated run adds no information."
+        )
 
 
 def _one_of(key: str, value, allowed) -> None:

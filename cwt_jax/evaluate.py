@@ -2,9 +2,11 @@
 
 A run's batches come from a feature source (`feature_source.make`): either the backbone
 runs on each batch's images, or a feature cache made once for all runs is read. Either
-way `make_scores` scores each batch with `fewshot.episode_predictions`, and
-`run_episodes` sums the counts. Evaluation and meta-training's validation both go this
-way.
+way `make_scores` scores each batch from `fewshot.episode_logit_differences`, at the
+padded test size and, where the batch holds the queries' original masks, at the original
+resolution; `run_episodes` sums the counts. Evaluation and meta-training's validation
+both go this way. Each evaluation run has a seed (`evaluation_seeds`), the one source of
+its episodes and classifier initialisations.
 """
 
 import functools
@@ -19,6 +21,7 @@ import numpy as np
 import tqdm
 
 from cwt_jax import (
+    classifier,
     data,
     feature_source,
     fewshot,
@@ -33,21 +36,25 @@ from cwt_jax import (
 )
 from cwt_jax.metric_writer import MetricWriter
 
-METHODS = ("cwt", "support_only")
+METHODS = results.METHODS
 
 
 def make_scores(model, inner_config) -> Callable:
     """A jitted function scoring a batch of episodes from their features.
 
-    Each episode is `fewshot.episode_predictions`, its classifier initialisation keyed by
-    `fewshot.episode_keys(run_key, episode)`, so results do not depend on how episodes are
-    batched or sharded, nor on where their features come from. One function per model and
+    Each episode is `fewshot.episode_logit_differences`, its classifier initialisation
+    keyed by `fewshot.episode_keys(run_key, episode)`, so results do not depend on how
+    episodes are batched or sharded, nor on where their features come from. The
+    differences are compared with the padded test-size masks (`classifier.foreground`)
+    and, where the batch holds query_original_mask, with the original masks
+    (`classifier.foreground_at_side`, PFENet's `ori_resize`). One function per model and
     inner-loop settings: meta-training's validation and evaluation share its programs.
 
     Returns:
-      `scores(params, batch, run_key)` -> ({method: (intersections (B, 2), unions
-      (B, 2))}, {method: predictions (B, S, S)}); `params` are the meta-learned
-      `{"cwt", "inner"}` (see `fewshot`), `batch` as `feature_source` yields it.
+      `scores(params, batch, run_key)` -> ({resolution: {method: (intersections (B, 2),
+      unions (B, 2))}}, {method: predictions (B, S, S)}), resolution "padded" and, with
+      original masks, "original"; `params` are the meta-learned `{"cwt", "inner"}` (see
+      `fewshot`), `batch` as `feature_source` yields it.
     """
     return _scores(model, ml_collections.FrozenConfigDict(inner_config))
 
@@ -60,32 +67,41 @@ def _scores(model, inner_config: ml_collections.FrozenConfigDict) -> Callable:
     def scores(params, batch, run_key):
         size = batch["query_mask"].shape[-2:]
 
-        def predictions_of(support_features, support_masks, query_features, episode):
+        def differences_of(support_features, support_masks, query_features, episode):
             init_key, _ = fewshot.episode_keys(run_key, episode)
             init = fewshot.init_classifier(
                 init_key, params["inner"], model.bottleneck_dim, inner_config.init
             )
-            return fewshot.episode_predictions(
+            return fewshot.episode_logit_differences(
                 params["cwt"],
                 support_features.astype(jnp.float32),
                 support_masks,
                 query_features.astype(jnp.float32),
                 init,
-                size,
                 optimizer=optimizer,
                 steps=inner_config.steps,
                 log_learning_rate=params["inner"].get("log_lr"),
             )
 
-        predictions = jax.vmap(predictions_of)(
+        differences = jax.vmap(differences_of)(
             *(batch[name] for name in ("support_features", "support_masks", "query_features")),
             batch["episode"],
         )
+        predictions = {m: classifier.foreground(d, size) for m, d in differences.items()}
+        compared = {"padded": (predictions, batch["query_mask"])}
+        if "query_original_mask" in batch:
+            grid = batch["query_original_mask"].shape[-1]
+            at_side = jax.vmap(lambda d, side: classifier.foreground_at_side(d, size, side, grid))
+            original = {m: at_side(d, batch["query_side"]) for m, d in differences.items()}
+            compared["original"] = (original, batch["query_original_mask"])
         counts = {
-            method: jax.vmap(lambda p, m: metrics.intersection_union(p, m, 2))(
-                predictions[method], batch["query_mask"]
-            )
-            for method in METHODS
+            resolution: {
+                method: jax.vmap(lambda p, m: metrics.intersection_union(p, m, 2))(
+                    maps[method], labels
+                )
+                for method in METHODS
+            }
+            for resolution, (maps, labels) in compared.items()
         }
         return counts, predictions
 
@@ -120,9 +136,10 @@ def run_episodes(
       description: progress bar label.
 
     Returns:
-      {method: {"miou", "fb_iou", "per_class_iou"}} for "cwt" and "support_only", and
-      {method: {"predictions" (N, S, S), "iou" (N,)}} of the first N = keep_predictions
-      episodes.
+      {method: {"miou", "fb_iou", "per_class_iou"}} for "cwt" and "support_only" at the
+      padded test size, with the same at the original resolution under
+      "original_resolution" where the source yields original masks; and {method:
+      {"predictions" (N, S, S), "iou" (N,)}} of the first N = keep_predictions episodes.
     """
     padded = list(specs) + [specs[-1]] * (-len(specs) % batch_size)
     params = sharding.replicate(params, source.mesh)
@@ -144,27 +161,49 @@ def run_episodes(
             kept.append(predictions)
     class_ids, episodes, counts, kept = sharding.gather((class_ids, episodes, counts, kept))
     episodes = np.concatenate(episodes)
-    counts = {  # (E, 2) intersections and unions of each method
-        method: [np.concatenate([c[method][i] for c in counts]) for i in (0, 1)]
-        for method in METHODS
+    counts = {  # resolution -> method -> (E, 2) intersections and unions
+        resolution: {
+            method: [np.concatenate([c[resolution][method][i] for c in counts]) for i in (0, 1)]
+            for method in METHODS
+        }
+        for resolution in counts[0]
     }
     real = episodes < len(specs)  # the padding's copies are left out
-    run = {
-        method: metrics.summarize_episodes(
-            np.concatenate(class_ids)[real], counts[method][0][real], counts[method][1][real]
-        )
-        for method in METHODS
+    class_ids = np.concatenate(class_ids)[real]
+    summaries = {
+        resolution: {
+            method: metrics.summarize_episodes(class_ids, c[method][0][real], c[method][1][real])
+            for method in METHODS
+        }
+        for resolution, c in counts.items()
     }
+    run = summaries["padded"]
+    if "original" in summaries:
+        run["original_resolution"] = summaries["original"]
     first = np.argsort(episodes)[:keep_predictions]  # rows of the first episodes, in order
     first = first[episodes[first] < min(keep_predictions, len(specs))]
     shown = {  # their predictions and foreground IoUs
         method: {
             "predictions": np.concatenate([k[method] for k in kept])[first] if kept else None,
-            "iou": metrics.iou(counts[method][0][first, 1], counts[method][1][first, 1]),
+            "iou": metrics.iou(
+                counts["padded"][method][0][first, 1], counts["padded"][method][1][first, 1]
+            ),
         }
         for method in METHODS
     }
     return run, shown
+
+
+def evaluation_seeds(config, episode_list: list[dict] | None) -> list[int]:
+    """The seed of each evaluation run.
+
+    `eval.seeds`, or where it is empty `eval.num_runs` seeds from `seed` on (seed,
+    seed + 1, ...); given `episode_list`, its one run has the first of them.
+    """
+    run_seeds = [int(seed) for seed in config.eval.seeds] or [
+        config.seed + run for run in range(config.eval.num_runs)
+    ]
+    return run_seeds[:1] if episode_list is not None else run_seeds
 
 
 def evaluation_runs(
@@ -172,7 +211,8 @@ def evaluation_runs(
 ) -> list[list[dict]]:
     """Each evaluation run's episode specs, on the test classes of the val split.
 
-    Run r samples its episodes with seed `seed + r`; given `episode_list` (read from
+    A run samples its episodes with its seed (`evaluation_seeds`), so a seed gives the
+    same episodes wherever it stands among the seeds; given `episode_list` (read from
     `eval.episodes`), the listed episodes are evaluated, in order, in one run.
     """
     if episode_list is not None:
@@ -183,9 +223,9 @@ def evaluation_runs(
             inputs.test_classes,
             shot=config.data.shot,
             num_episodes=config.eval.num_episodes,
-            seed=config.seed + run,
+            seed=seed,
         )
-        for run in range(config.eval.num_runs)
+        for seed in evaluation_seeds(config, None)
     ]
 
 
@@ -198,10 +238,13 @@ def evaluate(
     writer: MetricWriter,
     episode_list: list[dict] | None,
 ) -> dict:
-    """Runs `eval.num_runs` runs on the test classes and writes `<workdir>/results.json`.
+    """Runs one run per seed on the test classes and writes `<workdir>/results.json`.
 
-    `params` are the meta-learned `{"cwt", "inner"}` (see `fewshot`). In a run of
-    several processes, process 0 writes the files.
+    `params` are the meta-learned `{"cwt", "inner"}` (see `fewshot`). A run's episodes
+    and its classifier initialisations (the key of `seeds.Stream.EVALUATION` under the
+    run's seed) depend on its seed only. Its labels are compared at the resolutions
+    `eval.label_resolution` names. In a run of several processes, process 0 writes the
+    files.
 
     Returns:
       The results (`results.summarize`).
@@ -211,22 +254,32 @@ def evaluate(
     names = dict(enumerate(data.CLASS_NAMES[inputs.val.dataset], start=1))
     model = initialization.pspnet(config.model)
     runs = evaluation_runs(config, inputs, episode_list)
-    source = feature_source.make(config, model, backbone, inputs.val, runs)
+    run_seeds = evaluation_seeds(config, episode_list)
+    source = feature_source.make(
+        config,
+        model,
+        backbone,
+        inputs.val,
+        runs,
+        original_masks=section.label_resolution != "padded",
+    )
     scores, per_run = make_scores(model, config.inner), []
-    for run, specs in enumerate(tqdm.tqdm(runs, desc="eval runs")):
+    for run, (seed, specs) in enumerate(
+        tqdm.tqdm(zip(run_seeds, runs, strict=True), desc="eval runs", total=len(runs))
+    ):
         run_scores, shown = run_episodes(
             scores,
             source,
             params,
             specs,
             batch_size=section.episodes_per_step,
-            run_key=jax.random.fold_in(seeds.key(config.seed, seeds.Stream.EVALUATION), run),
+            run_key=seeds.key(seed, seeds.Stream.EVALUATION),
             keep_predictions=section.visualize if run == 0 else 0,
-            description=f"eval run {run}",
+            description=f"eval run {run} (seed {seed})",
         )
-        per_run.append(run_scores)
-        scalars = {f"{m}_{k}": run_scores[m][k] for m in METHODS for k in ("miou", "fb_iou")}
-        writer.write("eval", run, scalars)
+        reported = {"seed": seed, **results.at_resolution(run_scores, section.label_resolution)}
+        per_run.append(reported)
+        writer.write("eval", run, results.run_scalars(reported))
         if run == 0 and section.visualize and jax.process_index() == 0:
             episodes = data.episodes_from_list(inputs.val, specs, image_size=config.data.image_size)
             visualize.write_panels(

@@ -93,13 +93,17 @@ def run(config, workdir: str) -> None:
 
 
 def _export_episodes(config, inputs: input_pipeline.Inputs, workdir: str) -> None:
-    """Writes the episodes of evaluation run 0 to `<workdir>/episodes.json`."""
+    """Writes the episodes of evaluation run 0 (the first seed's) to `<workdir>/episodes.json`.
+
+    Evaluated with `eval.episodes`, they are scored as run 0 is: their one run has the
+    same seed.
+    """
     specs = data.sample_episode_list(
         inputs.val,
         inputs.test_classes,
         shot=config.data.shot,
         num_episodes=config.eval.num_episodes,
-        seed=config.seed,
+        seed=evaluate.evaluation_seeds(config, None)[0],
     )
     path = os.path.join(workdir, "episodes.json")
     data.write_episode_list(path, specs)

@@ -2,8 +2,9 @@
 
 Evaluation applies no augmentation and the backbone is frozen, so an image's features are
 the same in every episode that uses it. The cache holds them with each image's class-id
-mask, and a step of evaluation then receives only cache rows and class ids: nothing is
-decoded or run through the backbone per episode.
+mask (and, for `eval.label_resolution` original or both, its class-id mask at the
+original size), and a step of evaluation then receives only cache rows and class ids:
+nothing is decoded or run through the backbone per episode.
 
 Where the cache lies is its placement, `placement(mesh, eval.cache_memory)`:
 - "device": split over the evaluation's devices, each holding its share of every
@@ -51,7 +52,10 @@ class FeatureCache:
 
     Attributes:
       arrays: `{"features": (P, N, h, w, C), "masks": (P, N, S, S) uint8 class ids}` over P
-        backbone passes of N images: row r is image r % N of pass r // N.
+        backbone passes of N images: row r is image r % N of pass r // N. Built with an
+        `original_grid` G, also `"original_masks": (P, N, G, G)` uint8, each image's
+        class ids at its original size, top-left and padded with 255
+        (`transforms.pad_to_grid`), and `"sides": (P, N)` int32, its longer side.
       rows: image id -> row.
       placement: the arrays' sharding, None where they are NumPy arrays in host memory.
       mesh: the devices of the evaluation.
@@ -74,6 +78,7 @@ def build(
     dtype,
     mesh: Mesh,
     memory: str,
+    original_grid: int | None,
 ) -> FeatureCache:
     """Runs the backbone once on each distinct image and keeps the results.
 
@@ -91,6 +96,8 @@ def build(
       dtype: storage dtype of the features (float32, or bfloat16 to halve their memory).
       mesh: the devices of the evaluation (`sharding.data_mesh`).
       memory: `eval.cache_memory`, see `placement`.
+      original_grid: keep the original-size masks too, in squares of this side (at least
+        the longest side of the images); None keeps the test-size masks only.
 
     Returns:
       The cache.
@@ -102,10 +109,16 @@ def build(
     backbone = sharding.replicate(backbone, mesh)
 
     def load(image_id):
-        image, mask = data.transforms.eval_transform(
-            *split.load(split.index_of[image_id]), image_size
-        )
-        return image, mask.astype(np.uint8)
+        image, original_mask = split.load(split.index_of[image_id])
+        image, mask = data.transforms.eval_transform(image, original_mask, image_size)
+        loaded = {"image": image, "masks": mask.astype(np.uint8)}
+        if original_grid is None:
+            return loaded
+        return {
+            **loaded,
+            "original_masks": data.transforms.pad_to_grid(original_mask, original_grid),
+            "sides": np.int32(max(original_mask.shape)),
+        }
 
     # Whole passes (one compiled shape): the last is padded with copies of the last image.
     padded = image_ids + image_ids[-1:] * (num_passes * batch_size - len(image_ids))
@@ -115,14 +128,12 @@ def build(
     ]
     loaded = grain.MapDataset.source(own_ids).map(load).batch(share).to_iter_dataset()
     arrays = None
-    for index, (images, masks) in enumerate(
+    for index, batch in enumerate(
         tqdm.tqdm(loaded, total=num_passes, desc="feature cache", leave=False)
     ):
-        images, masks = sharding.shard_batch((images, masks), mesh)
-        rows = {
-            "features": models.apply_backbone(model, backbone, images).astype(dtype),
-            "masks": masks,
-        }
+        rows = sharding.shard_batch(batch, mesh)
+        images = rows.pop("image")
+        rows["features"] = models.apply_backbone(model, backbone, images).astype(dtype)
         if arrays is None:
             arrays = _allocate(rows, num_passes, placed)
         arrays = _write(arrays, rows, index, placed)
@@ -173,7 +184,9 @@ def batches(cache: FeatureCache, specs: Sequence[dict], batch_size: int) -> Iter
     Yields:
       Global arrays sharded over the cache's mesh: support_features (B, K, h, w, C),
       support_masks (B, K, S, S), query_features (B, h, w, C) and query_mask (B, S, S)
-      ({0, 1, 255} uint8), class_id (B,) and episode (B,), the index in `specs`.
+      ({0, 1, 255} uint8), class_id (B,) and episode (B,), the index in `specs`; from a
+      cache with original masks, also query_original_mask (B, G, G) ({0, 1, 255} uint8)
+      and query_side (B,).
     """
     columns = {
         "support_index": [[cache.rows[i] for i in spec["support_ids"]] for spec in specs],
@@ -268,12 +281,16 @@ def _rows(array):
 
 def _episode_rows(take, arrays: dict, support_index, query_index) -> dict:
     """Features and class-id masks of a batch, each taken by `take(cache array, index)`."""
-    return {
+    rows = {
         "support_features": take(arrays["features"], support_index),
         "support_masks": take(arrays["masks"], support_index),
         "query_features": take(arrays["features"], query_index),
         "query_mask": take(arrays["masks"], query_index),
     }
+    if "original_masks" in arrays:
+        rows["query_original_mask"] = take(arrays["original_masks"], query_index)
+        rows["query_side"] = take(arrays["sides"], query_index)
+    return rows
 
 
 def _with_binary_masks(rows: dict, indices: dict) -> dict:
@@ -283,10 +300,10 @@ def _with_binary_masks(rows: dict, indices: dict) -> dict:
     def binary(masks):  # (B, ..., S, S) class ids
         return data.binary_mask(masks, class_id.reshape((-1,) + (1,) * (masks.ndim - 1)))
 
+    masks = ("support_masks", "query_mask", "query_original_mask")
     return {
         **rows,
-        "support_masks": binary(rows["support_masks"]),
-        "query_mask": binary(rows["query_mask"]),
+        **{name: binary(rows[name]) for name in masks if name in rows},
         "class_id": class_id,
         "episode": indices["episode"],
     }

@@ -27,7 +27,9 @@ class FeatureSource:
         episodes, as global arrays on `mesh`: support_features (B, K, h, w, C),
         support_masks (B, K, S, S), query_features (B, h, w, C), query_mask (B, S, S),
         class_id (B,) and episode (B,), the index in `specs`; `len(specs)` is a multiple
-        of `batch_size`.
+        of `batch_size`. A source made with `original_masks` adds query_original_mask
+        (B, G, G), the query's {0, 1, 255} mask at its original size, top-left in a square
+        of 255 (G = `original_grid(split, runs)`), and query_side (B,), its longer side.
       mesh: the devices of the evaluation.
       cache: the feature cache read, None where the backbone runs on each batch.
     """
@@ -37,7 +39,15 @@ class FeatureSource:
     cache: feature_cache.FeatureCache | None = None
 
 
-def make(config, model, backbone, split: data.Split, runs: list[list[dict]]) -> FeatureSource:
+def make(
+    config,
+    model,
+    backbone,
+    split: data.Split,
+    runs: list[list[dict]],
+    *,
+    original_masks: bool = False,
+) -> FeatureSource:
     """The feature source of the runs' episodes; every episode is checked first.
 
     With `eval.feature_cache`, the features of every image of the runs are computed here,
@@ -49,6 +59,9 @@ def make(config, model, backbone, split: data.Split, runs: list[list[dict]]) -> 
       backbone: its variables.
       split: the split holding the episodes' images.
       runs: each run's episode specs.
+      original_masks: also yield each query's mask at its original size, for scores at
+        the original resolution (`eval.label_resolution`); meta-training's validation
+        scores at the padded test size only.
 
     Returns:
       A `FeatureSource`.
@@ -57,10 +70,11 @@ def make(config, model, backbone, split: data.Split, runs: list[list[dict]]) -> 
     for specs in runs:  # checks every episode's images and class before any work
         data.episodes_from_list(split, specs, image_size=config.data.image_size)
     mesh = sharding.data_mesh(section.episodes_per_step, "eval.episodes_per_step")
+    grid = original_grid(split, runs) if original_masks else None
     if not section.feature_cache:
         backbone = sharding.replicate(backbone, mesh)
         return FeatureSource(
-            functools.partial(_backbone_batches, model, backbone, split, config.data, mesh),
+            functools.partial(_backbone_batches, model, backbone, split, config.data, mesh, grid),
             mesh,
         )
     image_ids = [i for specs in runs for s in specs for i in (s["query_id"], *s["support_ids"])]
@@ -74,18 +88,49 @@ def make(config, model, backbone, split: data.Split, runs: list[list[dict]]) -> 
         dtype=jnp.dtype(section.cache_dtype),
         mesh=mesh,
         memory=section.cache_memory,
+        original_grid=grid,
     )
     return FeatureSource(functools.partial(feature_cache.batches, cache), mesh, cache)
 
 
-def _backbone_batches(model, backbone, split, data_config, mesh, specs, batch_size):
+def original_grid(split: data.Split, runs: list[list[dict]]) -> int:
+    """The longest side of the runs' images, read from their masks' headers.
+
+    Every original mask is padded to a square of this side, so that one compiled program
+    scores every query (PASCAL VOC: at most 500). Supports count too: the feature cache
+    keeps the original mask of every image it holds.
+    """
+    image_ids = {i for specs in runs for s in specs for i in (s["query_id"], *s["support_ids"])}
+    return max(max(split.mask_shape(split.index_of[image_id])) for image_id in image_ids)
+
+
+def _backbone_batches(model, backbone, split, data_config, mesh, grid, specs, batch_size):
     """`FeatureSource.batches` running the backbone on each batch's images."""
     episodes = data.episodes_from_list(split, specs, image_size=data_config.image_size)
     episodes = episodes.map_with_index(lambda index, record: {**record, "episode": index})
     names = (*EPISODE_ARRAYS, "class_id", "episode")
+    if grid is not None:
+        episodes = episodes.map(functools.partial(_with_original_query_mask, split, grid))
+        names += ("query_original_mask", "query_side")
     for batch in input_pipeline.loader(episodes, batch_size, data_config.num_workers):
         batch = sharding.shard_batch({name: np.asarray(batch[name]) for name in names}, mesh)
         features = fewshot.episode_features(
             model, backbone, batch.pop("support_images"), batch.pop("query_image")
         )
         yield {**batch, "support_features": features[0], "query_features": features[1]}
+
+
+def _with_original_query_mask(split: data.Split, grid: int, record: dict) -> dict:
+    """An episode record with its query's {0, 1, 255} mask at the original size.
+
+    Adds query_original_mask (grid, grid), top-left and padded with 255, and query_side,
+    its longer side. The query is decoded a second time, beside the backbone's pass.
+    """
+    _, mask = split.load(split.index_of[str(record["query_id"])])
+    return {
+        **record,
+        "query_original_mask": data.transforms.pad_to_grid(
+            data.binary_mask(mask, record["class_id"]), grid
+        ),
+        "query_side": np.int32(max(mask.shape)),
+    }

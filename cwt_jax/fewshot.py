@@ -2,8 +2,8 @@
 
 Support features -> classifier fitted by the inner loop -> CWT adaptation to the query
 -> logits. `adapt` is the one composition of these steps: meta-training differentiates
-`episode_loss` built on it, evaluation scores `episode_predictions` built on it, and
-both draw an episode's random keys from `episode_keys`. `jax.jit` is applied by the
+`episode_loss` built on it, evaluation scores `episode_logit_differences` built on it,
+and both draw an episode's random keys from `episode_keys`. `jax.jit` is applied by the
 loops that call them.
 
 What meta-training learns is a pytree `{"cwt": transformer parameters, "inner":
@@ -241,19 +241,21 @@ def episode_loss(
     )
 
 
-def episode_predictions(
+def episode_logit_differences(
     cwt_params,
     support_features: jnp.ndarray,
     support_masks: jnp.ndarray,
     query_features: jnp.ndarray,
     init_weights: jnp.ndarray,
-    size: tuple[int, int],
     *,
     optimizer: optax.GradientTransformation,
     steps: int,
     log_learning_rate: jnp.ndarray | None = None,
 ) -> dict[str, jnp.ndarray]:
-    """Foreground (1) / background (0) maps of one query, with and without the CWT.
+    """Foreground minus background logits of one query, with and without the CWT.
+
+    At feature resolution: evaluation resizes them to the label resolutions it reports
+    (`classifier.foreground`, `classifier.foreground_at_side`).
 
     Args:
       cwt_params: transformer parameters.
@@ -261,13 +263,12 @@ def episode_predictions(
       support_masks: (K, H, W) masks in {0, 1, 255}.
       query_features: (h, w, C) raw query features.
       init_weights: (2, C) initial classifier weights.
-      size: (H, W) of the maps: the logits are resized to it before the argmax.
       optimizer: the inner loop's optimiser (static).
       steps: the inner loop's updates (static).
       log_learning_rate: (2, C) log factor on the inner loop's updates; None for none.
 
     Returns:
-      {"cwt": (H, W), "support_only": (H, W)} int32 maps.
+      {"cwt": (h, w), "support_only": (h, w)} float32 logit differences.
     """
     weights, adapted, normalized = adapt(
         cwt_params,
@@ -280,6 +281,6 @@ def episode_predictions(
         log_learning_rate=log_learning_rate,
     )
     return {
-        method: (classifier.logit_difference(w, normalized, size) > 0).astype(jnp.int32)
+        method: classifier.predict(w[1:] - w[:1], normalized)[..., 0]
         for method, w in (("cwt", adapted), ("support_only", weights))
     }

@@ -6,6 +6,45 @@ import os
 
 import numpy as np
 
+METHODS = ("cwt", "support_only")
+# eval.label_resolution -> the resolution of results.json's top-level numbers
+TOP_LEVEL = {"padded": "padded", "original": "original", "both": "padded"}
+LABEL_RESOLUTIONS = tuple(TOP_LEVEL)
+_BY_EPISODES = ("eval.num_runs", "eval.num_episodes")  # what an episode file replaces
+
+
+def at_resolution(run: dict, label_resolution: str) -> dict:
+    """One run's numbers as `eval.label_resolution` reports them.
+
+    Args:
+      run: `evaluate.run_episodes`'s numbers, at the padded test size, with those at the
+        original resolution under "original_resolution" where they were counted.
+      label_resolution: "padded", "original" or "both".
+
+    Returns:
+      {method: {"miou", "fb_iou", "per_class_iou"}} at the resolution named first, and
+      for "both" the original resolution's under "original_resolution".
+    """
+    if label_resolution == "padded":
+        return {method: run[method] for method in METHODS}
+    if label_resolution == "original":
+        return dict(run["original_resolution"])
+    return {
+        **{method: run[method] for method in METHODS},
+        "original_resolution": run["original_resolution"],
+    }
+
+
+def run_scalars(run: dict) -> dict[str, float]:
+    """A run's mIoU and FB-IoU per method for the metric writer (`at_resolution`'s run)."""
+    scalars = {f"{m}_{k}": run[m][k] for m in METHODS for k in ("miou", "fb_iou")}
+    if "original_resolution" in run:
+        original = run["original_resolution"]
+        scalars |= {
+            f"original_{m}_{k}": original[m][k] for m in METHODS for k in ("miou", "fb_iou")
+        }
+    return scalars
+
 
 def summarize(
     runs: list[dict],
@@ -18,8 +57,9 @@ def summarize(
     """Mean and standard deviation over runs, per-class IoU, each run's numbers, the setting.
 
     Args:
-      runs: per run, {method: {"miou", "fb_iou", "per_class_iou"}} for "cwt" and
-        "support_only" (`evaluate.run_episodes`).
+      runs: per run, its "seed" and {method: {"miou", "fb_iou", "per_class_iou"}} for
+        "cwt" and "support_only" (`at_resolution`), with the same under
+        "original_resolution" where `eval.label_resolution` is "both".
       config: the run's config, recorded with the numbers.
       classes: class id -> name of the classes to evaluate; a class without episodes is
         left out of the means and listed under `classes_without_episodes`.
@@ -29,25 +69,51 @@ def summarize(
     Returns:
       The CWT's numbers under `cwt` (`miou`, `miou_std`, `fb_iou`, `fb_iou_std`,
       `per_class_iou`) and, for scripts, at the top level; the support-only classifier's
-      under `support_only`; then `class_names`, `classes_without_episodes`, `episodes`,
-      `overridden` (the settings an episode file replaces), `wall_time_s`, `version`,
-      `runs` and `config`.
+      under `support_only`; with "both" resolutions, the same keys at the original
+      resolution under `original_resolution`; then `protocol` (label resolution, seeds,
+      episodes per run, test size, shot, aggregation), `class_names`,
+      `classes_without_episodes`, `episodes`, `overridden` (the settings an episode file
+      replaces), `wall_time_s`, `version`, `runs` and `config`.
     """
-    cwt = _method_summary(runs, "cwt")
-    overridden = ("eval.num_runs", "eval.num_episodes") if config.eval.episodes else ()
+    cwt = _summary(runs)
+    if config.eval.episodes:
+        overridden = {key: f"by eval.episodes={config.eval.episodes}" for key in _BY_EPISODES}
+    elif config.eval.seeds:
+        overridden = {"eval.num_runs": f"by eval.seeds={list(config.eval.seeds)}"}
+    else:
+        overridden = {}
+    original = (
+        {"original_resolution": _summary([run["original_resolution"] for run in runs])}
+        if "original_resolution" in runs[0]
+        else {}
+    )
     return {
         **cwt,
-        "cwt": cwt,
-        "support_only": _method_summary(runs, "support_only"),
+        **original,
+        "protocol": {
+            "label_resolution": config.eval.label_resolution,
+            "top_level": TOP_LEVEL[config.eval.label_resolution],
+            "seeds": [run["seed"] for run in runs],
+            "episodes_per_run": episodes,
+            "test_size": config.data.image_size,
+            "shot": config.data.shot,
+            "aggregation": "mean ± std over runs",
+        },
         "class_names": {class_id: classes[class_id] for class_id in cwt["per_class_iou"]},
         "classes_without_episodes": sorted(set(classes) - set(cwt["per_class_iou"])),
         "episodes": episodes,
-        "overridden": {key: f"by eval.episodes={config.eval.episodes}" for key in overridden},
+        "overridden": overridden,
         "wall_time_s": round(seconds, 1),
         "version": importlib.metadata.version("cwt-jax"),
         "runs": runs,
         "config": config.to_dict(),
     }
+
+
+def _summary(runs: list[dict]) -> dict:
+    """The CWT's summary over runs, with the support-only one under "support_only"."""
+    cwt = _method_summary(runs, "cwt")
+    return {**cwt, "cwt": cwt, "support_only": _method_summary(runs, "support_only")}
 
 
 def _method_summary(runs: list[dict], method: str) -> dict:
@@ -74,20 +140,38 @@ def format_table(summary: dict, names: dict[int, str]) -> str:
     """A terminal table: per-class IoU, mIoU and FB-IoU, CWT beside support-only.
 
     With several runs, mIoU and FB-IoU are given as mean ± standard deviation over them.
+    Each label resolution reported has a block of its own, the top level's first.
     """
-    support_only = summary["support_only"]
     several_runs = len(summary["runs"]) > 1
+    protocol = summary["protocol"]
+    blocks = [(protocol["top_level"], summary)]
+    if "original_resolution" in summary:
+        blocks.append(("original", summary["original_resolution"]))
+    lines = []
+    for resolution, numbers in blocks:
+        lines.append(
+            f"Labels at the padded test size ({protocol['test_size']} px):"
+            if resolution == "padded"
+            else "Labels at the original image size (PFENet's ori_resize):"
+        )
+        lines += _block(numbers, names, several_runs)
+    if summary["classes_without_episodes"]:
+        left_out = ", ".join(f"{c} ({names[c]})" for c in summary["classes_without_episodes"])
+        lines.append(f"No episode of {left_out}: left out of the means.")
+    return "\n".join(lines)
+
+
+def _block(numbers: dict, names: dict[int, str], several_runs: bool) -> list[str]:
+    """The table's lines of one label resolution."""
+    support_only = numbers["support_only"]
     lines = [f"{'class':<16}{'CWT':>14}{'support-only':>16}"]
-    for class_id, value in summary["per_class_iou"].items():
+    for class_id, value in numbers["per_class_iou"].items():
         other = support_only["per_class_iou"][class_id]
         lines.append(f"{class_id:>3} {names[class_id]:<12}{value:>14.4f}{other:>16.4f}")
     for key, label in (("miou", "mIoU"), ("fb_iou", "FB-IoU")):
         values = [
             f"{method[key]:.4f}" + (f"±{method[key + '_std']:.4f}" if several_runs else "")
-            for method in (summary, support_only)
+            for method in (numbers, support_only)
         ]
         lines.append(f"{label:<16}{values[0]:>14}{values[1]:>16}")
-    if summary["classes_without_episodes"]:
-        left_out = ", ".join(f"{c} ({names[c]})" for c in summary["classes_without_episodes"])
-        lines.append(f"No episode of {left_out}: left out of the means.")
-    return "\n".join(lines)
+    return lines

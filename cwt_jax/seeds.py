@@ -1,9 +1,11 @@
 """Randomness of a run: one root key from `config.seed`, one stream folded in per purpose.
 
-The training stages fold the step into their stream's key, evaluation the run, and each
-episode's classifier initialisation and dropout come from `fewshot.episode_keys` of that.
-Episode sampling and augmentation are NumPy/grain streams seeded the same way
-(`data_seed`); evaluation run r samples its episodes with seed `config.seed + r`.
+The training stages fold the step into their stream's key, and each episode's classifier
+initialisation and dropout come from `fewshot.episode_keys` of that. An evaluation run
+has a seed of its own (`eval.seeds`, or `config.seed + r` for run r): its key is
+`key(run seed, Stream.EVALUATION)` and its episodes are sampled with the run seed, so a
+seed gives the same run wherever it stands among the seeds. Episode sampling and
+augmentation are NumPy/grain streams seeded the same way (`data_seed`).
 """
 
 import enum
@@ -19,7 +21,7 @@ class Stream(enum.IntEnum):
     PRETRAIN = 1  # stage-1 steps: dropout
     METATRAIN = 2  # stage-2 steps: classifier initialisation and dropout per episode
     VALIDATION = 3  # meta-training validation: its episodes and classifier initialisation
-    EVALUATION = 4  # evaluation runs: classifier initialisation
+    EVALUATION = 4  # an evaluation run, under its own seed: classifier initialisation
 
 
 def key(seed: int, stream: Stream) -> jax.Array:

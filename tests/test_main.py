@@ -451,6 +451,49 @@ def test_meta_learned_inner_loop_runs_end_to_end_and_its_checkpoint_is_checked(
         experiment.run(tiny_config(evaluation), str(tmp_path / "random_init"))
 
 
+def test_a_seed_gives_its_run_wherever_it_stands_and_both_resolutions_are_reported(
+    settings, converted, converted_eval, tmp_path, capsys
+):
+    """eval.seeds=(3, 0): the run of seed 0 is the one run of the default evaluation
+    (num_runs=1 from seed 0), episodes and classifier initialisations alike; with
+    label_resolution=both the padded numbers lead and the original ones (the 128 px
+    images, evaluated at 64) follow, in results.json, the metrics and the table."""
+    workdir = tmp_path / "both"
+    overrides = {
+        **settings,
+        "mode": "eval",
+        "init.backbone": converted["backbone"],
+        "init.cwt": converted["cwt"],
+        "eval.seeds": (3, 0),
+        "eval.label_resolution": "both",
+    }
+    experiment.run(tiny_config(overrides), str(workdir))
+    results, default = read_results(workdir), read_results(converted_eval[0])
+    assert [run["seed"] for run in results["runs"]] == [3, 0]
+    assert default["runs"][0]["seed"] == 0
+    for method in ("cwt", "support_only"):
+        assert results["runs"][1][method] == default["runs"][0][method]
+        assert results["runs"][0][method] != default["runs"][0][method]
+    original = results["original_resolution"]
+    assert {"miou", "fb_iou", "per_class_iou", "support_only"} <= set(original)
+    assert original["miou"] == np.mean(
+        [run["original_resolution"]["cwt"]["miou"] for run in results["runs"]]
+    )
+    assert results["protocol"] == {
+        "label_resolution": "both",
+        "top_level": "padded",
+        "seeds": [3, 0],
+        "episodes_per_run": [TINY["eval.num_episodes"]] * 2,
+        "test_size": TINY["data.image_size"],
+        "shot": 1,
+        "aggregation": "mean ± std over runs",
+    }
+    assert all("original_cwt_miou" in line for line in read_metrics(workdir))
+    table = capsys.readouterr().out
+    assert "Labels at the padded test size (64 px):" in table
+    assert "Labels at the original image size (PFENet's ori_resize):" in table
+
+
 def test_exported_episodes_are_evaluated_exactly_in_order(settings, converted, tmp_path):
     export_dir = tmp_path / "export"
     experiment.run(tiny_config({**settings, "mode": "export_episodes"}), str(export_dir))
@@ -759,9 +802,11 @@ def test_command_line_takes_a_config_file_from_anywhere(monkeypatch, tmp_path):
             "--config.inner.optimizer=adam",
             "--config.inner.optimizer_args.b1=0.8",
             "--config.inner.optimizer_args.eps_root=1e-9",
+            "--config.eval.seeds=(3,0)",
         ],
         monkeypatch,
     )
+    assert config.eval.seeds == (3, 0)
     assert config.inner.optimizer == "adam"
     assert config.inner.optimizer_args.to_dict() == {"b1": 0.8, "eps_root": 1e-9}
     optimizers.from_config(config.inner, "inner")  # what config_checks.validate does
@@ -796,6 +841,9 @@ def test_command_line_names_a_missing_file_or_key(monkeypatch, argument, message
         ({"eval.cache_batch_size": 0}, errors.ConfigError, "cache_batch_size=0 must be"),
         ({"eval.cache_memory": "disk"}, errors.ConfigError, "cache_memory='disk' is not"),
         ({"metatrain.val_source": "test"}, errors.ConfigError, "val_source='test' is not"),
+        ({"eval.label_resolution": "full"}, errors.ConfigError, "label_resolution='full' is not"),
+        ({"eval.seeds": (1, 2, 1)}, errors.ConfigError, r"seeds=\(1, 2, 1\) repeats a seed"),
+        ({"eval.seeds": (1, 2.5)}, errors.ConfigError, r"seeds=\(1, 2.5\) must hold integers"),
     ],
 )
 def test_inputs_are_checked_before_any_work(

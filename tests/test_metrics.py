@@ -28,16 +28,31 @@ def test_few_shot_iou_sums_each_class_over_its_own_episodes():
     assert run["fb_iou"] == pytest.approx((background + foreground) / 2)
 
 
+def summary_config(label_resolution, seeds=()):
+    """The settings `results.summarize` records."""
+    return ml_collections.ConfigDict(
+        {
+            "seed": 0,
+            "data": {"image_size": 64, "shot": 1},
+            "eval": {"episodes": "", "seeds": seeds, "label_resolution": label_resolution},
+        }
+    )
+
+
 def test_runs_are_averaged_and_a_class_missing_from_a_run_is_left_out_of_its_mean():
     def run(per_class, fb_iou):
         miou = float(np.mean(list(per_class.values())))
         return {"miou": miou, "fb_iou": fb_iou, "per_class_iou": per_class}
 
     runs = [
-        {"cwt": run({1: 0.5, 2: 0.7}, 0.6), "support_only": run({1: 0.4, 2: 0.2}, 0.5)},
-        {"cwt": run({1: 0.3}, 0.8), "support_only": run({1: 0.2}, 0.3)},
+        {
+            "seed": 0,
+            "cwt": run({1: 0.5, 2: 0.7}, 0.6),
+            "support_only": run({1: 0.4, 2: 0.2}, 0.5),
+        },
+        {"seed": 1, "cwt": run({1: 0.3}, 0.8), "support_only": run({1: 0.2}, 0.3)},
     ]
-    config = ml_collections.ConfigDict({"seed": 0, "eval": {"episodes": ""}})
+    config = summary_config("padded")
     names = {1: "circle", 2: "square", 3: "triangle"}
     summary = results.summarize(runs, config, classes=names, episodes=[4, 2], seconds=1.25)
     assert summary["miou"] == pytest.approx((0.6 + 0.3) / 2)
@@ -55,3 +70,61 @@ def test_runs_are_averaged_and_a_class_missing_from_a_run_is_left_out_of_its_mea
     assert "0.4500±0.1500" in table and "No episode of 3 (triangle)" in table
     one_run = results.summarize(runs[:1], config, classes=names, episodes=[4], seconds=1.0)
     assert "±" not in results.format_table(one_run, names)  # no spread of a single run
+
+
+def test_both_resolutions_are_reported_padded_first_and_the_protocol_is_recorded():
+    def run(miou, fb_iou):
+        return {"miou": miou, "fb_iou": fb_iou, "per_class_iou": {1: miou}}
+
+    counted = [  # evaluate.run_episodes's numbers of two runs
+        {
+            "cwt": run(0.5, 0.6),
+            "support_only": run(0.4, 0.5),
+            "original_resolution": {"cwt": run(0.52, 0.62), "support_only": run(0.42, 0.52)},
+        },
+        {
+            "cwt": run(0.7, 0.8),
+            "support_only": run(0.2, 0.3),
+            "original_resolution": {"cwt": run(0.72, 0.82), "support_only": run(0.22, 0.32)},
+        },
+    ]
+    names = {1: "circle"}
+    for resolution, top, cwt_miou in (("original", "original", 0.62), ("padded", "padded", 0.6)):
+        runs = [
+            {"seed": s, **results.at_resolution(c, resolution)}
+            for s, c in zip((4, 2), counted, strict=True)
+        ]
+        summary = results.summarize(
+            runs, summary_config(resolution, (4, 2)), classes=names, episodes=[3, 3], seconds=1
+        )
+        assert summary["miou"] == pytest.approx(cwt_miou) and "original_resolution" not in summary
+        assert summary["protocol"]["top_level"] == top
+    runs = [
+        {"seed": s, **results.at_resolution(c, "both")}
+        for s, c in zip((4, 2), counted, strict=True)
+    ]
+    summary = results.summarize(
+        runs, summary_config("both", (4, 2)), classes=names, episodes=[3, 3], seconds=1
+    )
+    assert summary["miou"] == pytest.approx(0.6) and summary["miou_std"] == pytest.approx(0.1)
+    original = summary["original_resolution"]
+    assert {"miou", "fb_iou", "per_class_iou", "support_only", "cwt"} <= set(original)
+    assert original["miou"] == pytest.approx(0.62) and original["fb_iou"] == pytest.approx(0.72)
+    assert original["support_only"]["miou"] == pytest.approx(0.32)
+    assert summary["protocol"] == {
+        "label_resolution": "both",
+        "top_level": "padded",
+        "seeds": [4, 2],
+        "episodes_per_run": [3, 3],
+        "test_size": 64,
+        "shot": 1,
+        "aggregation": "mean ± std over runs",
+    }
+    assert [run["seed"] for run in summary["runs"]] == [4, 2]
+    assert summary["overridden"] == {"eval.num_runs": "by eval.seeds=[4, 2]"}
+    table = results.format_table(summary, names).splitlines()
+    assert table[0] == "Labels at the padded test size (64 px):"
+    assert "Labels at the original image size (PFENet's ori_resize):" in table
+    assert table[3].split() == ["mIoU", "0.6000±0.1000", "0.3000±0.1000"]
+    assert table[-2].split() == ["mIoU", "0.6200±0.1000", "0.3200±0.1000"]
+    assert results.run_scalars(runs[0])["original_cwt_miou"] == pytest.approx(0.52)

@@ -55,14 +55,20 @@ def setup(tmp_path_factory):
     }
 
 
-def run(setup, batch_size, cache=None, model=None, cache_batch_size=4):
-    """Evaluates the setup's episodes; `cache` is None or an `eval.cache_memory`."""
+def run(setup, batch_size, cache=None, model=None, cache_batch_size=4, original=False):
+    """Evaluates the setup's episodes; `cache` is None or an `eval.cache_memory`;
+    `original` counts at the original resolution too."""
     config = setup["config"].copy_and_resolve_references()
     config.data.image_size, config.data.num_workers = SIZE, 0
     config.eval.episodes_per_step, config.eval.cache_batch_size = batch_size, cache_batch_size
     config.eval.feature_cache, config.eval.cache_memory = cache is not None, cache or "device"
     source = feature_source.make(
-        config, model or setup["model"], setup["backbone"], setup["val"], [setup["specs"]]
+        config,
+        model or setup["model"],
+        setup["backbone"],
+        setup["val"],
+        [setup["specs"]],
+        original_masks=original,
     )
     if cache:
         arrays = source.cache.arrays
@@ -95,8 +101,12 @@ def assert_same_results(actual, expected):
     moves a class IoU by under 1e-3 here, an episode counted twice, dropped or out of
     place by far more.
     """
+    assert actual.keys() == expected.keys()
+    if "original_resolution" in expected:
+        assert_same_results(actual["original_resolution"], expected["original_resolution"])
     for method in evaluate.METHODS:
         np.testing.assert_allclose(actual[method]["miou"], expected[method]["miou"], atol=1e-3)
+        np.testing.assert_allclose(actual[method]["fb_iou"], expected[method]["fb_iou"], atol=1e-3)
         assert actual[method]["per_class_iou"].keys() == expected[method]["per_class_iou"].keys()
         for class_id, value in expected[method]["per_class_iou"].items():
             np.testing.assert_allclose(actual[method]["per_class_iou"][class_id], value, atol=1e-3)
@@ -122,6 +132,20 @@ def test_feature_cache_gives_the_same_numbers(setup, cache, batch_size, cache_ba
     passes of 4 images, or of 8 where 6 are asked for, or copies it to each."""
     cached = run(setup, batch_size, cache=cache, cache_batch_size=cache_batch_size)
     assert_same_results(cached, run(setup, batch_size))
+
+
+def test_original_resolution_does_not_depend_on_batch_size_devices_or_source(setup):
+    """The queries' original masks (128 px, evaluated at 64) come from the backbone's
+    batches or from the cache, split over 2 or 4 devices, with a padded last batch; the
+    padded test size's numbers stay those of a run without them."""
+    reference = run(setup, 1, original=True)
+    original = reference.pop("original_resolution")
+    assert_same_results(reference, run(setup, 1))
+    assert 0 < original["cwt"]["miou"] < 1 and original != reference
+    reference["original_resolution"] = original
+    assert_same_results(run(setup, 6, cache="device", original=True), reference)
+    assert_same_results(run(setup, 8, cache="host", original=True), reference)
+    assert_same_results(run(setup, 8, original=True), reference)
 
 
 def test_bfloat16_backbone_stays_close(setup):

@@ -4,6 +4,8 @@ Records keep the files' own encoded bytes (JPEG or PNG), so no TensorFlow is nee
 write or read them; decoding happens here, in the grain workers.
 """
 
+import struct
+
 import cv2
 import numpy as np
 
@@ -60,6 +62,26 @@ def decode_mask(data: bytes, name: str) -> np.ndarray:
             "SegmentationClass must be converted, see the README's data section)."
         )
     return mask
+
+
+def mask_shape(data: bytes, name: str) -> tuple[int, int]:
+    """The (height, width) of a PNG mask, read from its header without decoding it.
+
+    Args:
+      data: Encoded PNG bytes.
+      name: File or record name used in error messages.
+
+    Returns:
+      (height, width).
+
+    Raises:
+      DataError: if the bytes are not a PNG file.
+
+    """
+    if not data.startswith(_PNG_START):
+        raise DataError(f"Mask {name} is not a PNG file.")
+    width, height = struct.unpack(">II", data[16:24])  # the IHDR chunk comes first
+    return height, width
 
 
 def check_mask_values(mask: np.ndarray, num_classes: int, name: str) -> None:

@@ -91,6 +91,11 @@ class Split:
         image = codec.decode_image(record["image"], name).astype(np.float32)
         return image, codec.decode_mask(record["mask"], name)
 
+    def mask_shape(self, index: int) -> tuple[int, int]:
+        """(height, width) of one record's mask (and image), without decoding it."""
+        record = self.source[int(index)]
+        return codec.mask_shape(record["mask"], f"record {self.ids[index]!r} of {self.name}")
+
 
 @dataclasses.dataclass(frozen=True)
 class _Records:

@@ -83,6 +83,26 @@ def resize_and_pad(
     return out_image, out_mask
 
 
+def pad_to_grid(mask: np.ndarray, grid: int) -> np.ndarray:
+    """A mask at its original size, top-left in a ``grid`` x ``grid`` square of 255.
+
+    PFENet's ``ori_resize`` pads the original mask to a square on its longer side; a
+    common ``grid`` (the longest side of the evaluated images) gives every query one
+    shape, and the extra pixels are ignored as that padding is.
+
+    Args:
+      mask: uint8 (H, W), max(H, W) <= grid.
+      grid: Side of the output.
+
+    Returns:
+      uint8 (grid, grid) mask.
+
+    """
+    padded = np.full((grid, grid), IGNORE_LABEL, np.uint8)
+    padded[: mask.shape[0], : mask.shape[1]] = mask
+    return padded
+
+
 def normalize(image: np.ndarray) -> np.ndarray:
     """ImageNet normalisation of a 0..255 RGB image, as PFENet does.
 
