@@ -96,8 +96,8 @@ def segment(
     """Foreground masks of the queries, by the CWT adapting the supports' classifier.
 
     Args:
-      backbone_variables: PSPNet variables (`initialization.load_backbone`).
-      cwt_params: transformer parameters (`initialization.load_cwt`).
+      backbone_variables: PSPNet variables (`load_checkpoints`).
+      cwt_params: transformer parameters (`load_checkpoints`).
       support_images: K uint8 (H, W, 3) RGB images, of any sizes.
       support_masks: their (H, W) masks: any value but 0 is foreground (or only
         `class_id`), 255 is ignored.
@@ -407,18 +407,27 @@ def agreement(cwt_mask: np.ndarray, support_only_mask: np.ndarray) -> dict[str, 
 # The command line.
 
 
-def load_backbone(path: str) -> tuple[models.PSPNet, dict]:
-    """The PSPNet of a checkpoint, its architecture read from its parameters, and its variables.
+def load_checkpoints(backbone: str, cwt_checkpoint: str) -> tuple[models.PSPNet, dict, dict]:
+    """A backbone and a CWT checkpoint, their architecture read from their parameters.
 
     Args:
-      path: PSPNet .pth file, converted checkpoint or a run's `pretrain/best`.
+      backbone: PSPNet .pth file, converted checkpoint or a run's `pretrain/best`.
+      cwt_checkpoint: transformer .pth file, converted checkpoint or a run's
+        `metatrain/best`.
 
     Returns:
-      The model and its variables.
+      The PSPNet, its variables and the transformer parameters.
 
     Raises:
-      ConversionError: if the checkpoint holds no PSPNet.
+      FileNotFoundError, ConversionError: a missing checkpoint, one that holds no PSPNet
+        or no CWT, or a CWT of other channels than the backbone's features.
     """
+    model, variables = _load_backbone(backbone)
+    return model, variables, _load_cwt(cwt_checkpoint, model.bottleneck_dim, backbone)
+
+
+def _load_backbone(path: str) -> tuple[models.PSPNet, dict]:
+    """The PSPNet of a checkpoint and its variables."""
     _check_exists(path, "--backbone")
     try:
         if path.endswith(".pth"):
@@ -454,20 +463,8 @@ def load_backbone(path: str) -> tuple[models.PSPNet, dict]:
     return model, initialization.load_backbone(path, model, "--backbone")
 
 
-def load_cwt(path: str, channels: int, backbone: str) -> dict:
-    """CWT parameters, their heads read from the checkpoint, checked against the backbone.
-
-    Args:
-      path: transformer .pth file, converted checkpoint or a run's `metatrain/best`.
-      channels: feature channels of the backbone.
-      backbone: the backbone's path, for the message.
-
-    Returns:
-      Transformer parameters.
-
-    Raises:
-      ConversionError: if the checkpoint holds no CWT of `channels` channels.
-    """
+def _load_cwt(path: str, channels: int, backbone: str) -> dict:
+    """The CWT parameters of a checkpoint, for features of `channels` of `backbone`."""
     _check_exists(path, "--cwt")
     try:
         if path.endswith(".pth"):
@@ -674,8 +671,7 @@ def run(
     query_images = [read_image(path, "--query") for path in paths]
     for path, image in zip(paths, query_images, strict=True):
         check_image(image, settings.image_size, f"--query={path}")
-    model, backbone_variables = load_backbone(backbone)
-    cwt_params = load_cwt(cwt_checkpoint, model.bottleneck_dim, backbone)
+    model, backbone_variables, cwt_params = load_checkpoints(backbone, cwt_checkpoint)
     try:
         os.makedirs(output, exist_ok=True)
     except OSError as error:

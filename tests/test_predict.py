@@ -111,8 +111,8 @@ def test_predictions_on_padded_size_images_equal_evaluations(model, weights, val
     query_features = models.apply_backbone(model, backbone, query_inputs)
     inner = ml_collections.ConfigDict(
         {"optimizer": "sgd", "optimizer_args": {}, "lr": LR, "weight_decay": 0.0}
+        | {"steps": STEPS, "init": "torch"}
     )
-    inner.steps, inner.init = STEPS, "torch"
     batch = {
         "support_features": np.broadcast_to(support_features, (4, *support_features.shape)),
         "support_masks": np.stack([episode["support_masks"] for episode in episodes]),
@@ -190,18 +190,16 @@ def test_architecture_is_read_from_pth_and_orbax_checkpoints(model, weights, tmp
         (paths["backbone"], paths["cwt"]),
         (paths["backbone_orbax"], paths["cwt_orbax"]),
     ):
-        read, variables = predict.load_backbone(backbone_path)
+        read, variables, read_params = predict.load_checkpoints(backbone_path, cwt_path)
         assert read == model
         assert jax.tree.all(jax.tree.map(np.array_equal, variables, backbone))
-        read_params = predict.load_cwt(cwt_path, BOTTLENECK, backbone_path)
         assert jax.tree.all(jax.tree.map(np.array_equal, read_params, cwt_params))
     torch.manual_seed(0)
     deeper = ref.PSPNet((1, 2, 1, 1), WIDTH, 2 * BOTTLENECK)
     torch.save({"state_dict": deeper.state_dict()}, tmp_path / "p.pth")
     torch.save(ref.MultiHeadAttentionOne(3, 2 * BOTTLENECK).state_dict(), tmp_path / "c.pth")
-    read, _ = predict.load_backbone(str(tmp_path / "p.pth"))
+    read, _, params = predict.load_checkpoints(str(tmp_path / "p.pth"), str(tmp_path / "c.pth"))
     assert (read.layers, read.width, read.bottleneck_dim) == ((1, 2, 1, 1), WIDTH, 2 * BOTTLENECK)
-    params = predict.load_cwt(str(tmp_path / "c.pth"), 2 * BOTTLENECK, "p.pth")
     assert params["w_qkvs"]["kernel"].shape == (2 * BOTTLENECK, 3 * 2 * BOTTLENECK)
 
 
