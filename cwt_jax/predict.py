@@ -47,12 +47,12 @@ from cwt_jax import (
     visualize,
 )
 from cwt_jax.data import codec, transforms
+from cwt_jax.evaluate import METHODS
 from cwt_jax.labels import IGNORE_LABEL
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
-METHODS = ("cwt", "support_only")
 # The first convolution of each residual block in a PSPNet .pth file: "layer<stage>.<block>".
-_PTH_BLOCK = re.compile(r"layer([1-4])\.(\d+)\.conv1\.weight")
+_PTH_BLOCK = re.compile(r"layer([1-4])\.\d+\.conv1\.weight")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -721,6 +721,14 @@ def main(argv: Sequence[str], flag_values: flags.FlagValues = flags.FLAGS) -> No
         sys.exit(f"error: {error}")
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+    """Parses the command line; missing or invalid flags end the command with one line."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as error:  # one line per missing flag
+        sys.exit(f"error: {' '.join(str(error).splitlines())}")
+
+
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     """The command's flags: defined only when this module runs as a program (or a test)."""
     defaults = Settings()
@@ -793,4 +801,4 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

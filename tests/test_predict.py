@@ -10,6 +10,7 @@ import pathlib
 import subprocess
 import sys
 
+import compilations
 import cv2
 import jax
 import ml_collections
@@ -358,11 +359,17 @@ CASES = [
 ]
 
 
+CHECKPOINT_CASES = ("backbone_architecture", "cwt_architecture", "missing_checkpoint")
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_bad_input_stops_the_command_with_one_line_before_any_work(weights, files, tmp_path, case):
     overrides, expected = error_cases(weights, files, tmp_path)[case]
     output = tmp_path / "out"
-    message = run_main(command_line(weights, files, output, **overrides))
+    with compilations.counted() as compiled:
+        message = run_main(command_line(weights, files, output, **overrides))
+    if case not in CHECKPOINT_CASES:  # reading a checkpoint may compile jax.random.key
+        assert not compiled  # no model ran
     assert message is not None and message.startswith("error: ")
     assert "\n" not in message
     for text in expected:
@@ -370,9 +377,21 @@ def test_bad_input_stops_the_command_with_one_line_before_any_work(weights, file
     assert not output.exists()
 
 
-def test_command_line_exits_non_zero_with_one_line(weights, files, tmp_path):
+@pytest.mark.parametrize("case", ["empty_folder", "flag"])
+def test_command_line_exits_non_zero_with_one_line(weights, files, tmp_path, case):
     (tmp_path / "empty").mkdir()
-    argv = command_line(weights, files, tmp_path / "out", query=str(tmp_path / "empty"))
+    overrides, expected = {
+        "empty_folder": (
+            {"query": str(tmp_path / "empty")},
+            f"error: --query={tmp_path / 'empty'} holds no .jpg, .jpeg or .png file; give a "
+            "folder of images or image files.",
+        ),
+        "flag": (
+            {"class_id": 0},
+            "error: flag --class_id=0: 0 is not an integer in the range [1, 254]",
+        ),
+    }[case]
+    argv = command_line(weights, files, tmp_path / "out", **overrides)
     process = subprocess.run(
         [sys.executable, "-m", "cwt_jax.predict", *argv[1:]],
         cwd=REPO,
@@ -381,8 +400,5 @@ def test_command_line_exits_non_zero_with_one_line(weights, files, tmp_path):
         timeout=120,
     )
     assert process.returncode == 1
-    assert process.stderr.strip().splitlines() == [
-        f"error: --query={tmp_path / 'empty'} holds no .jpg, .jpeg or .png file; give a folder "
-        "of images or image files."
-    ]
+    assert process.stderr.strip().splitlines() == [expected]
     assert not (tmp_path / "out").exists()
