@@ -264,6 +264,12 @@ def classifier_init_key(seed: int) -> jax.Array:
 
     Evaluation run 0 keys its episodes by `fewshot.episode_keys` under this run key, so
     `--seed=S` starts from the classifier of episode 0 of `mode=eval` with `seed=S`.
+
+    Args:
+      seed: the seed.
+
+    Returns:
+      The key of `fewshot.init_classifier`.
     """
     run_key = jax.random.fold_in(seeds.key(seed, seeds.Stream.EVALUATION), 0)
     init_key, _ = fewshot.episode_keys(run_key, 0)
@@ -498,6 +504,13 @@ def _check_exists(path: str, flag: str) -> None:
 def read_image(path: str, flag: str) -> np.ndarray:
     """Decodes a JPEG or PNG file to uint8 (H, W, 3) RGB, as the datasets' records are.
 
+    Args:
+      path: the file.
+      flag: the flag that named it, for messages.
+
+    Returns:
+      The image.
+
     Raises:
       FileNotFoundError, DataError: naming the file.
     """
@@ -506,6 +519,13 @@ def read_image(path: str, flag: str) -> np.ndarray:
 
 def read_mask(path: str, flag: str) -> np.ndarray:
     """Decodes a single-channel 8-bit PNG mask to uint8 (H, W).
+
+    Args:
+      path: the file.
+      flag: the flag that named it, for messages.
+
+    Returns:
+      The mask.
 
     Raises:
       FileNotFoundError, DataError: naming the file.
@@ -551,6 +571,12 @@ def query_paths(specs: Sequence[str]) -> list[str]:
     """The query images the `--query` values name: files, and the images of folders.
 
     A folder gives its .jpg, .jpeg and .png files (any case), sorted by name.
+
+    Args:
+      specs: the flag's values.
+
+    Returns:
+      The image files, in the order given.
 
     Raises:
       FileNotFoundError, DataError: a missing path, an empty folder, or two queries whose
