@@ -68,17 +68,17 @@ def test_original_resolution_counts_match_numpy_on_tiny_episodes():
         name: jnp.asarray(array, jnp.float32 if "features" in name else None)
         for name, array in batch.items()
     }
-    params, run_key = cwt.init(jax.random.key(1), 8, 2), jax.random.key(2)
+    params, run_key = {"cwt": cwt.init(jax.random.key(1), 8, 2), "inner": {}}, jax.random.key(2)
     counts, _ = evaluate.make_scores(model, config.inner)(params, batch, run_key)
 
     for episode, (mask, (height, width)) in enumerate(zip(masks, originals, strict=True)):
         init_key, _ = fewshot.episode_keys(run_key, episode)
         differences = fewshot.episode_logit_differences(
-            params,
+            params["cwt"],
             batch["support_features"][episode],
             batch["support_masks"][episode],
             batch["query_features"][episode],
-            fewshot.init_classifier(init_key, 8, "torch"),
+            fewshot.init_classifier(init_key, {}, 8, "torch"),
             optimizer=optax.sgd(config.inner.lr),
             steps=config.inner.steps,
         )
