@@ -861,7 +861,7 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
         "inner_init",
         defaults.inner_init,
         list(fewshot.CLASSIFIER_INITS),
-        "Its initialisation.",
+        "Its initialisation; learned: the one meta-learned beside the CWT of --cwt.",
         flag_values=flag_values,
     )
     flags.DEFINE_integer(
