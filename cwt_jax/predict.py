@@ -19,7 +19,6 @@ stderr.
 
 import dataclasses
 import functools
-import json
 import os
 import re
 import sys
@@ -43,6 +42,7 @@ from cwt_jax import (
     initialization,
     models,
     optimizers,
+    results,
     seeds,
     visualize,
 )
@@ -751,7 +751,7 @@ def run(
         raise PermissionError(
             f"--output={output} cannot be created ({error.strerror}); choose another folder."
         ) from None
-    results = predictions(
+    predicted = predictions(
         model,
         backbone_variables,
         cwt_params,
@@ -764,7 +764,7 @@ def run(
     entries = [
         write_query_outputs(output, path, image, masks)
         for path, image, masks in zip(
-            paths, query_images, tqdm.tqdm(results, desc="predict", total=len(paths)), strict=True
+            paths, query_images, tqdm.tqdm(predicted, desc="predict", total=len(paths)), strict=True
         )
     ]
     summary = {
@@ -774,9 +774,7 @@ def run(
         "settings": dataclasses.asdict(settings),
         "queries": entries,
     }
-    write_atomically(
-        os.path.join(output, "predictions.json"), json.dumps(summary, indent=1).encode()
-    )
+    results.write(os.path.join(output, "predictions.json"), summary)
     print(f"Wrote the masks and overlays of {len(paths)} queries and predictions.json to {output}")
 
 
