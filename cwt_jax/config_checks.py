@@ -41,14 +41,11 @@ def validate(config) -> None:
         optimizers.from_config(section, "metatrain")
         _batch("metatrain.episodes_per_step", section.episodes_per_step)
         _one_of("metatrain.inner_gradient", section.inner_gradient, fewshot.INNER_GRADIENTS)
-        learned = [
-            name
-            for name, is_learned in (
-                ("inner.init=learned", config.inner.init == "learned"),
-                ("inner.learn_lr=True", config.inner.learn_lr),
-            )
-            if is_learned
-        ]
+        learned = []
+        if config.inner.init == "learned":
+            learned.append("inner.init=learned")
+        if config.inner.learn_lr:
+            learned.append("inner.learn_lr=True")
         if learned and section.inner_gradient == "none":
             raise ConfigError(
                 f"{' and '.join(learned)} need metatrain.inner_gradient=first_order or full: "

@@ -167,6 +167,39 @@ def adapt(
     )
     if inner_gradient == "none":
         weights = jax.lax.stop_gradient(weights)
+    adapted, normalized = adapt_to_query(
+        cwt_params,
+        weights,
+        query_features,
+        dropout_rng=dropout_rng,
+        dropout_rate=dropout_rate,
+        attention_dropout_rate=attention_dropout_rate,
+    )
+    return weights, adapted, normalized
+
+
+def adapt_to_query(
+    cwt_params,
+    weights: jnp.ndarray,
+    query_features: jnp.ndarray,
+    *,
+    dropout_rng: jax.Array | None = None,
+    dropout_rate: float = 0.0,
+    attention_dropout_rate: float = 0.0,
+) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """The CWT's adaptation of fitted classifier weights to one query: `adapt` after its fit.
+
+    Args:
+      cwt_params: transformer parameters.
+      weights: (2, C) support-fitted weights.
+      query_features: (h, w, C) raw query features (L2-normalised here).
+      dropout_rng: key for the CWT's dropout in training; None is eval mode.
+      dropout_rate: dropout on the CWT's output projection.
+      attention_dropout_rate: dropout on the CWT's attention map.
+
+    Returns:
+      (2, C) adapted weights and the (h, w, C) normalised query features they apply to.
+    """
     normalized = cwt.normalize_features(query_features)
     adapted = cwt.apply(
         cwt_params,
@@ -176,7 +209,7 @@ def adapt(
         dropout_rate=dropout_rate,
         attention_dropout_rate=attention_dropout_rate,
     )
-    return weights, adapted, normalized
+    return adapted, normalized
 
 
 def episode_loss(

@@ -68,12 +68,7 @@ def load_cwt(path: str, channels: int, heads: int, key: str) -> dict:
     Returns:
       Transformer parameters.
     """
-    if path.endswith(".pth"):
-        params = convert.load_cwt(_existing(path, key))
-    else:
-        params = checkpoints.load_tree(_existing(path, key))["params"]
-    expected = jax.eval_shape(lambda: cwt.init(jax.random.key(0), channels, heads))
-    return _checked(params, expected, path, key)
+    return _checked_cwt(_read_meta_params(path, key)["cwt"], channels, heads, path, key)
 
 
 def load_meta_params(path: str, channels: int, config, key: str) -> dict:
@@ -90,9 +85,10 @@ def load_meta_params(path: str, channels: int, config, key: str) -> dict:
       is checked against `inner.init` and `inner.learn_lr`, so a learned initialisation
       is never replaced by a random one unnoticed.
     """
-    params = {"cwt": load_cwt(path, channels, config.cwt.heads, key)}
+    params = _read_meta_params(path, key)
+    cwt_params = _checked_cwt(params["cwt"], channels, config.cwt.heads, path, key)
     expected = jax.eval_shape(lambda: fewshot.init_inner_params(channels, config.inner))
-    inner = {} if path.endswith(".pth") else checkpoints.load_tree(path).get("inner", {})
+    inner = params["inner"]
     if sorted(inner) != sorted(expected):
         raise errors.ConversionError(
             f"{key}={path} holds learned inner-loop parameters {sorted(inner) or 'none'}, "
@@ -100,8 +96,20 @@ def load_meta_params(path: str, channels: int, config, key: str) -> dict:
             f"{config.inner.learn_lr} need {sorted(expected) or 'none'}; set them as in its "
             "meta-training."
         )
-    params["inner"] = _checked(inner, expected, path, key)
-    return params
+    return {"cwt": cwt_params, "inner": _checked(inner, expected, path, key)}
+
+
+def _read_meta_params(path: str, key: str) -> dict:
+    """The CWT and learned inner-loop parameters of a .pth file (none) or a checkpoint."""
+    if path.endswith(".pth"):
+        return {"cwt": convert.load_cwt(_existing(path, key)), "inner": {}}
+    tree = checkpoints.load_tree(_existing(path, key))
+    return {"cwt": tree["params"], "inner": tree.get("inner", {})}
+
+
+def _checked_cwt(params, channels: int, heads: int, path: str, key: str) -> dict:
+    expected = jax.eval_shape(lambda: cwt.init(jax.random.key(0), channels, heads))
+    return _checked(params, expected, path, key)
 
 
 def _existing(path: str, key: str) -> str:

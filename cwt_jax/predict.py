@@ -35,7 +35,6 @@ from cwt_jax import (
     checkpoints,
     classifier,
     convert,
-    cwt,
     data,
     errors,
     fewshot,
@@ -356,7 +355,7 @@ def query_logit_differences(
 ) -> dict[str, jnp.ndarray]:
     """Logit differences of a batch of queries, with and without the CWT.
 
-    Per query as `fewshot.adapt` after its fit: the CWT adapts `weights` to the query's
+    Per query `fewshot.adapt_to_query`: the CWT adapts `weights` to the query's
     normalised features; both weights' differences are resized to `size` as
     evaluation does before its threshold (`classifier.foreground`).
 
@@ -371,8 +370,7 @@ def query_logit_differences(
     """
 
     def differences(features):
-        normalized = cwt.normalize_features(features)
-        adapted = cwt.apply(cwt_params, weights, normalized)
+        adapted, normalized = fewshot.adapt_to_query(cwt_params, weights, features)
         return {
             method: classifier.logit_difference(method_weights, normalized, size)
             for method, method_weights in (("cwt", adapted), ("support_only", weights))
