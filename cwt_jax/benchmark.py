@@ -1,11 +1,14 @@
 """Throughput of every stage on whatever devices JAX sees, on random inputs of the config's shapes.
 
-  python -m cwt_jax.benchmark --config=configs/pascal_fold0_1shot.py [--config.key=value ...]
+  python -m cwt_jax.benchmark --config=configs/pascal_fold0_1shot.py [--stages=eval ...] \
+      [--config.key=value ...]
 
 Prints one JSON object: episodes/s of evaluation with and without the feature cache and
 of meta-training, images/s of pre-training and of the frozen backbone, compile times, peak
 memory, FLOPs per episode from XLA's cost analysis (the inner loop's body counted
-`inner.steps` times: XLA counts a loop body once) and the FLOP/s achieved.
+`inner.steps` times: XLA counts a loop body once) and the FLOP/s achieved, in all and by
+the backbone alone. `--stages` (eval, metatrain, pretrain; all by default) picks what is
+measured: each stage compiles programs of its own.
 """
 
 import functools
@@ -39,8 +42,13 @@ from cwt_jax import (
 )
 from cwt_jax.labels import IGNORE_LABEL
 
+# What `--stages` can name, in the order they are measured.
+STAGES = ("eval", "metatrain", "pretrain")
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed calls per measurement, after one warm-up.")
+_STAGES = flags.DEFINE_multi_enum(
+    "stages", list(STAGES), list(STAGES), "Stages to measure; repeat the flag for several."
+)
 
 
 def timed(step, *args, repeats: int) -> tuple[float, float]:
@@ -93,8 +101,8 @@ def peak_memory_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def benchmark(config, repeats: int) -> dict:
-    """Measures every stage; see the module docstring."""
+def benchmark(config, repeats: int, stages: tuple[str, ...] = STAGES) -> dict:
+    """Measures the `stages` asked for; see the module docstring."""
     rng = np.random.default_rng(config.seed)
     model = initialization.pspnet(config.model)
     backbone = models.init_variables(model, jax.random.key(0))
@@ -102,18 +110,29 @@ def benchmark(config, repeats: int) -> dict:
         "cwt": cwt.init(jax.random.key(1), model.bottleneck_dim, config.cwt.heads),
         "inner": fewshot.init_inner_params(model.bottleneck_dim, config.inner),
     }
-    size, shot = config.data.image_size, config.data.shot
-    key = jax.random.key(2)
     results = {
         "device": jax.devices()[0].device_kind,
         "devices": jax.device_count(),
         "layers": config.model.layers,
-        "image_size": size,
-        "shot": shot,
+        "image_size": config.data.image_size,
+        "shot": config.data.shot,
         "inner_steps": config.inner.steps,
         "dtype": config.model.dtype,
     }
+    if "eval" in stages:
+        results |= benchmark_eval(config, model, backbone, meta_params, rng, repeats)
+    if "metatrain" in stages:
+        results |= benchmark_metatrain(config, model, backbone, meta_params, rng, repeats)
+    if "pretrain" in stages:
+        results |= benchmark_pretrain(config, model, rng, repeats)
+    results["peak_memory_bytes"] = peak_memory_bytes()
+    return results
 
+
+def benchmark_eval(config, model, backbone, meta_params, rng, repeats: int) -> dict:
+    """Evaluation with and without the feature cache, the backbone alone and their FLOPs."""
+    size, shot = config.data.image_size, config.data.shot
+    key = jax.random.key(2)
     batch_size = config.eval.episodes_per_step
     mesh = sharding.data_mesh(batch_size, "eval.episodes_per_step")
     episodes = {**episode_batch(rng, batch_size, shot, size), "episode": np.arange(batch_size)}
@@ -133,10 +152,12 @@ def benchmark(config, repeats: int) -> dict:
         "episode": batch["episode"],
     }
     scores_compile_s, scores_s = timed(scores, params, features, key, repeats=repeats)
-    results["eval_episodes_per_step"] = batch_size
-    results["eval_compile_s"] = backbone_compile_s + scores_compile_s
-    results["eval_episodes_per_s"] = batch_size / (backbone_s + scores_s)
-    results["backbone_images_per_s"] = batch_size * (shot + 1) / backbone_s
+    results = {
+        "eval_episodes_per_step": batch_size,
+        "eval_compile_s": backbone_compile_s + scores_compile_s,
+        "eval_episodes_per_s": batch_size / (backbone_s + scores_s),
+        "backbone_images_per_s": batch_size * (shot + 1) / backbone_s,
+    }
 
     # The cached step: one batch of `feature_cache.batches` from a cache of this batch's
     # images placed as `eval.cache_memory` says, then the scores program timed above.
@@ -170,11 +191,14 @@ def benchmark(config, repeats: int) -> dict:
     results["eval_cached_episodes_per_s"] = batch_size / (gather_s + scores_s)
 
     all_images = jnp.concatenate([images[0], images[1][:, None]], axis=1)
-    step_flops = program_flops(
+    backbone_flops = program_flops(
         jax.jit(functools.partial(model.apply, train=False)),
         variables,
         all_images.reshape(-1, *all_images.shape[2:]),
-    ) + program_flops(scores, params, features, key)
+    )
+    results["backbone_flops_per_image"] = backbone_flops / (batch_size * (shot + 1))
+    results["backbone_flop_per_s"] = backbone_flops / backbone_s
+    step_flops = backbone_flops + program_flops(scores, params, features, key)
     inner_optimizer = optimizers.from_config(config.inner, "inner")
 
     @jax.jit
@@ -191,7 +215,13 @@ def benchmark(config, repeats: int) -> dict:
     episode_flops = step_flops / batch_size + (config.inner.steps - 1) * update_flops
     results["eval_flops_per_episode"] = episode_flops
     results["eval_flop_per_s"] = episode_flops * results["eval_episodes_per_s"]
+    return results
 
+
+def benchmark_metatrain(config, model, backbone, meta_params, rng, repeats: int) -> dict:
+    """Meta-training steps: episodes/s and compile time."""
+    size, shot = config.data.image_size, config.data.shot
+    key = jax.random.key(3)
     meta_batch = config.metatrain.episodes_per_step
     mesh = sharding.data_mesh(meta_batch, "metatrain.episodes_per_step")
     train_step = metatrain.make_train_step(model, config)
@@ -200,9 +230,16 @@ def benchmark(config, repeats: int) -> dict:
     meta_inputs = sharding.shard_batch(episode_batch(rng, meta_batch, shot, size), mesh)
     args = (*sharding.replicate((state, backbone), mesh), meta_inputs, key)
     compile_s, meta_s = timed(train_step, *args, repeats=repeats)
-    results["metatrain_compile_s"] = compile_s
-    results["metatrain_episodes_per_s"] = meta_batch / meta_s
+    return {
+        "metatrain_episodes_per_step": meta_batch,
+        "metatrain_compile_s": compile_s,
+        "metatrain_episodes_per_s": meta_batch / meta_s,
+    }
 
+
+def benchmark_pretrain(config, model, rng, repeats: int) -> dict:
+    """Pre-training steps: images/s and compile time."""
+    key = jax.random.key(4)
     section = config.pretrain
     mesh = sharding.data_mesh(section.batch_size, "pretrain.batch_size")
     schedule = optax.constant_schedule(section.lr)
@@ -216,17 +253,18 @@ def benchmark(config, repeats: int) -> dict:
     }
     args = (sharding.replicate(state, mesh), sharding.shard_batch(pretrain_batch, mesh), key)
     compile_s, pretrain_s = timed(pretrain_step, *args, repeats=repeats)
-    results["pretrain_compile_s"] = compile_s
-    results["pretrain_images_per_s"] = section.batch_size / pretrain_s
-    results["peak_memory_bytes"] = peak_memory_bytes()
-    return results
+    return {
+        "pretrain_compile_s": compile_s,
+        "pretrain_images_per_s": section.batch_size / pretrain_s,
+    }
 
 
 def main(argv) -> None:
     """Prints the benchmark of the config as JSON."""
     del argv
     try:
-        print(json.dumps(benchmark(_CONFIG.value, _REPEATS.value), indent=1))
+        measured = benchmark(_CONFIG.value, _REPEATS.value, tuple(_STAGES.value))
+        print(json.dumps(measured, indent=1))
     except errors.ConfigError as error:
         sys.exit(f"error: {error}")
 

@@ -22,6 +22,7 @@ import tqdm
 
 from cwt_jax import (
     classifier,
+    compilation,
     data,
     feature_source,
     fewshot,
@@ -247,7 +248,9 @@ def evaluate(
     files.
 
     Returns:
-      The results (`results.summarize`).
+      The results (`results.summarize`), with where the time went under `timing`: the
+      features (the feature cache, when there is one), the episodes, and the XLA
+      programs built in both (`compilation.Compilations.summary`).
     """
     section = config.eval
     start = time.perf_counter()
@@ -255,51 +258,63 @@ def evaluate(
     model = initialization.pspnet(config.model)
     runs = evaluation_runs(config, inputs, episode_list)
     run_seeds = evaluation_seeds(config, episode_list)
-    source = feature_source.make(
-        config,
-        model,
-        backbone,
-        inputs.val,
-        runs,
-        original_masks=section.label_resolution != "padded",
-    )
-    scores, per_run = make_scores(model, config.inner), []
-    for run, (seed, specs) in enumerate(
-        tqdm.tqdm(zip(run_seeds, runs, strict=True), desc="eval runs", total=len(runs))
-    ):
-        run_scores, shown = run_episodes(
-            scores,
-            source,
-            params,
-            specs,
-            batch_size=section.episodes_per_step,
-            run_key=seeds.key(seed, seeds.Stream.EVALUATION),
-            keep_predictions=section.visualize if run == 0 else 0,
-            description=f"eval run {run} (seed {seed})",
+    with compilation.recorded() as compiled:
+        source = feature_source.make(
+            config,
+            model,
+            backbone,
+            inputs.val,
+            runs,
+            original_masks=section.label_resolution != "padded",
         )
-        reported = {"seed": seed, **results.at_resolution(run_scores, section.label_resolution)}
-        per_run.append(reported)
-        writer.write("eval", run, results.run_scalars(reported))
-        if run == 0 and section.visualize and jax.process_index() == 0:
-            episodes = data.episodes_from_list(inputs.val, specs, image_size=config.data.image_size)
-            visualize.write_panels(
-                os.path.join(workdir, "visualize"),
-                episodes,
-                {method: shown[method]["predictions"] for method in METHODS},
-                {method: shown[method]["iou"] for method in METHODS},
-                names,
+        features_s = time.perf_counter() - start
+        scores, per_run = make_scores(model, config.inner), []
+        for run, (seed, specs) in enumerate(
+            tqdm.tqdm(zip(run_seeds, runs, strict=True), desc="eval runs", total=len(runs))
+        ):
+            run_scores, shown = run_episodes(
+                scores,
+                source,
+                params,
+                specs,
+                batch_size=section.episodes_per_step,
+                run_key=seeds.key(seed, seeds.Stream.EVALUATION),
+                keep_predictions=section.visualize if run == 0 else 0,
+                description=f"eval run {run} (seed {seed})",
             )
+            reported = {"seed": seed, **results.at_resolution(run_scores, section.label_resolution)}
+            per_run.append(reported)
+            writer.write("eval", run, results.run_scalars(reported))
+            if run == 0 and section.visualize and jax.process_index() == 0:
+                episodes = data.episodes_from_list(
+                    inputs.val, specs, image_size=config.data.image_size
+                )
+                visualize.write_panels(
+                    os.path.join(workdir, "visualize"),
+                    episodes,
+                    {method: shown[method]["predictions"] for method in METHODS},
+                    {method: shown[method]["iou"] for method in METHODS},
+                    names,
+                )
+    wall_time_s = time.perf_counter() - start
+    timing = {
+        "wall_time_s": round(wall_time_s, 1),
+        "features_s": round(features_s, 1),
+        "episodes_s": round(wall_time_s - features_s, 1),
+        **compiled.summary(),
+    }
     summary = results.summarize(
         per_run,
         config,
         classes={class_id: names[class_id] for class_id in inputs.test_classes},
         episodes=[len(specs) for specs in runs],
-        seconds=time.perf_counter() - start,
+        timing=timing,
     )
     if jax.process_index() == 0:
         path = os.path.join(workdir, "results.json")
         results.write(path, summary)
         print(results.format_table(summary, names))
+        print(results.format_timing(timing))
         print(
             f"Wrote {path}" + (f" and panels to {workdir}/visualize" if section.visualize else "")
         )

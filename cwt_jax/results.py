@@ -52,7 +52,7 @@ def summarize(
     *,
     classes: dict[int, str],
     episodes: list[int],
-    seconds: float,
+    timing: dict[str, float],
 ) -> dict:
     """Mean and standard deviation over runs, per-class IoU, each run's numbers, the setting.
 
@@ -64,7 +64,7 @@ def summarize(
       classes: class id -> name of the classes to evaluate; a class without episodes is
         left out of the means and listed under `classes_without_episodes`.
       episodes: the number of episodes of each run.
-      seconds: the evaluation's wall time.
+      timing: where the evaluation's time went: its `wall_time_s` and any phases.
 
     Returns:
       The CWT's numbers under `cwt` (`miou`, `miou_std`, `fb_iou`, `fb_iou_std`,
@@ -73,7 +73,7 @@ def summarize(
       resolution under `original_resolution`; then `protocol` (label resolution, seeds,
       episodes per run, test size, shot, aggregation), `class_names`,
       `classes_without_episodes`, `episodes`, `overridden` (the settings an episode file
-      replaces), `wall_time_s`, `version`, `runs` and `config`.
+      replaces), `wall_time_s`, `timing`, `version`, `runs` and `config`.
     """
     cwt = _summary(runs)
     if config.eval.episodes:
@@ -103,7 +103,8 @@ def summarize(
         "classes_without_episodes": sorted(set(classes) - set(cwt["per_class_iou"])),
         "episodes": episodes,
         "overridden": overridden,
-        "wall_time_s": round(seconds, 1),
+        "wall_time_s": timing["wall_time_s"],
+        "timing": timing,
         "version": importlib.metadata.version("cwt-jax"),
         "runs": runs,
         "config": config.to_dict(),
@@ -134,6 +135,16 @@ def write(path: str, summary: dict) -> None:
     with open(path + ".tmp", "w") as file:
         json.dump(summary, file, indent=1, default=str)
     os.replace(path + ".tmp", path)
+
+
+def format_timing(timing: dict[str, float]) -> str:
+    """One line on where an evaluation's time went (`evaluate.evaluate`'s `timing`)."""
+    return (
+        f"Evaluation took {timing['wall_time_s']} s: features {timing['features_s']} s, "
+        f"episodes {timing['episodes_s']} s; {timing['programs']} XLA programs built in "
+        f"{timing['compile_s']} s ({timing['cache_hits']} read from the compilation cache), "
+        f"tracing {timing['tracing_s']} s."
+    )
 
 
 def format_table(summary: dict, names: dict[int, str]) -> str:

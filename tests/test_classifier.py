@@ -1,6 +1,5 @@
 """The support classifier: loss semantics, any optax optimiser, compilation, batching."""
 
-import compilations
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,7 +8,7 @@ import pytest
 import torch
 import torch_reference as ref
 
-from cwt_jax import classifier, losses
+from cwt_jax import classifier, compilation, losses
 
 SHOT, SIZE, CHANNELS = 2, 41, 16
 
@@ -77,13 +76,13 @@ def test_fit_compiles_once_per_shape(support):
     shifted = [jnp.asarray(features + offset) for offset in (0.0, 1.0, 2.0)]
     one_support = jnp.asarray(features[:1]), jnp.asarray(masks[:1])
     classifier.fit(shifted[0], masks, init, optimizer=optimizer, steps=5)
-    with compilations.counted() as again:
+    with compilation.recorded() as again:
         for shifted_features in shifted[1:]:
             classifier.fit(shifted_features, masks, init, optimizer=optimizer, steps=5)
-    assert len(again) == 0
-    with compilations.counted() as new_shape:
+    assert len(again.durations) == 0
+    with compilation.recorded() as new_shape:
         classifier.fit(*one_support, init, optimizer=optimizer, steps=5)
-    assert len(new_shape) == 1
+    assert len(new_shape.durations) == 1
 
 
 def test_vmapped_fit_equals_one_episode_at_a_time(support):

@@ -1,11 +1,10 @@
 """The Classifier Weight Transformer: per-query function, vmapped, eval and train modes."""
 
-import compilations
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cwt_jax import cwt
+from cwt_jax import compilation, cwt
 
 CHANNELS, HEADS = 16, 4
 
@@ -64,10 +63,10 @@ def test_apply_compiles_once_per_shape():
     shifted = [weights + offset for offset in (0.0, 1.0, 2.0)]
     smaller = features[:2]
     cwt.apply(params, shifted[0], features)
-    with compilations.counted() as again:
+    with compilation.recorded() as again:
         for weights in shifted[1:]:
             cwt.apply(params, weights, features)
-    assert len(again) == 0
-    with compilations.counted() as new_shape:
+    assert len(again.durations) == 0
+    with compilation.recorded() as new_shape:
         cwt.apply(params, weights, smaller)
-    assert len(new_shape) == 1
+    assert len(new_shape.durations) == 1

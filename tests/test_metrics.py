@@ -54,7 +54,9 @@ def test_runs_are_averaged_and_a_class_missing_from_a_run_is_left_out_of_its_mea
     ]
     config = summary_config("padded")
     names = {1: "circle", 2: "square", 3: "triangle"}
-    summary = results.summarize(runs, config, classes=names, episodes=[4, 2], seconds=1.25)
+    summary = results.summarize(
+        runs, config, classes=names, episodes=[4, 2], timing={"wall_time_s": 1.2}
+    )
     assert summary["miou"] == pytest.approx((0.6 + 0.3) / 2)
     assert summary["miou_std"] == pytest.approx(0.15)
     assert summary["fb_iou"] == pytest.approx(0.7)
@@ -68,7 +70,9 @@ def test_runs_are_averaged_and_a_class_missing_from_a_run_is_left_out_of_its_mea
     assert summary["runs"] == runs and summary["config"]["seed"] == 0
     table = results.format_table(summary, names)
     assert "0.4500±0.1500" in table and "No episode of 3 (triangle)" in table
-    one_run = results.summarize(runs[:1], config, classes=names, episodes=[4], seconds=1.0)
+    one_run = results.summarize(
+        runs[:1], config, classes=names, episodes=[4], timing={"wall_time_s": 1.0}
+    )
     assert "±" not in results.format_table(one_run, names)  # no spread of a single run
 
 
@@ -95,7 +99,11 @@ def test_both_resolutions_are_reported_padded_first_and_the_protocol_is_recorded
             for s, c in zip((4, 2), counted, strict=True)
         ]
         summary = results.summarize(
-            runs, summary_config(resolution, (4, 2)), classes=names, episodes=[3, 3], seconds=1
+            runs,
+            summary_config(resolution, (4, 2)),
+            classes=names,
+            episodes=[3, 3],
+            timing={"wall_time_s": 1},
         )
         assert summary["miou"] == pytest.approx(cwt_miou) and "original_resolution" not in summary
         assert summary["protocol"]["top_level"] == top
@@ -104,7 +112,11 @@ def test_both_resolutions_are_reported_padded_first_and_the_protocol_is_recorded
         for s, c in zip((4, 2), counted, strict=True)
     ]
     summary = results.summarize(
-        runs, summary_config("both", (4, 2)), classes=names, episodes=[3, 3], seconds=1
+        runs,
+        summary_config("both", (4, 2)),
+        classes=names,
+        episodes=[3, 3],
+        timing={"wall_time_s": 1},
     )
     assert summary["miou"] == pytest.approx(0.6) and summary["miou_std"] == pytest.approx(0.1)
     original = summary["original_resolution"]

@@ -156,7 +156,23 @@ def test_bfloat16_backbone_stays_close(setup):
     assert abs(bfloat16["cwt"]["miou"] - float32["cwt"]["miou"]) < 0.05
 
 
-def test_benchmark_prints_every_measurement():
+BENCHMARK_MEASUREMENTS = {
+    "eval": (
+        "backbone_flop_per_s",
+        "backbone_images_per_s",
+        "eval_episodes_per_s",
+        "eval_cached_episodes_per_s",
+        "eval_compile_s",
+        "eval_flops_per_episode",
+        "eval_flop_per_s",
+    ),
+    "metatrain": ("metatrain_episodes_per_s", "metatrain_compile_s"),
+    "pretrain": ("pretrain_images_per_s", "pretrain_compile_s"),
+}
+
+
+@pytest.mark.parametrize("stages", [(), ("metatrain",)])
+def test_benchmark_prints_the_measurements_of_its_stages(stages):
     overrides = {
         "model.layers": "(1,1,1,1)",
         "model.width": 4,
@@ -175,22 +191,18 @@ def test_benchmark_prints_every_measurement():
         "cwt_jax.benchmark",
         "--config=configs/synthetic_fold0_1shot.py",
         "--repeats=1",
+        *(f"--stages={stage}" for stage in stages),
         *(f"--config.{key}={value}" for key, value in overrides.items()),
     ]
     completed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True)
     results = json.loads(completed.stdout)
-    for key in (
-        "eval_episodes_per_s",
-        "eval_cached_episodes_per_s",
-        "metatrain_episodes_per_s",
-        "pretrain_images_per_s",
-        "backbone_images_per_s",
-        "eval_compile_s",
-        "peak_memory_bytes",
-        "eval_flops_per_episode",
-        "eval_flop_per_s",
-    ):
-        assert results[key] > 0, key
+    assert results["peak_memory_bytes"] > 0
+    for stage, keys in BENCHMARK_MEASUREMENTS.items():
+        for key in keys:
+            if stage in (stages or BENCHMARK_MEASUREMENTS):
+                assert results[key] > 0, key
+            else:
+                assert key not in results, key
 
 
 def eval_command(setup, workdir, weights, **overrides):
@@ -329,12 +341,12 @@ def test_a_full_evaluation_compiles_each_program_once(setup, tmp_path, caplog):
     jax.config.update("jax_log_compiles", True)
     try:
         with caplog.at_level(logging.WARNING, logger="jax._src.interpreters.pxla"):
-            evaluate.evaluate(
+            first_summary = evaluate.evaluate(
                 config, inputs, setup["backbone"], setup["params"], str(tmp_path), writer, None
             )
             first, caplog_text = compiled(caplog.text), caplog.text
             caplog.clear()
-            evaluate.evaluate(
+            second_summary = evaluate.evaluate(
                 config, inputs, setup["backbone"], setup["params"], str(tmp_path), writer, None
             )
             second = compiled(caplog.text)
@@ -345,16 +357,24 @@ def test_a_full_evaluation_compiles_each_program_once(setup, tmp_path, caplog):
         re.findall(r"Compiling jit\(\S+", caplog_text)
     )
     assert second == dict.fromkeys(ours, 0)
+    # results.json's timing counts what was built: ours and JAX's small programs, then none.
+    assert first_summary["timing"]["programs"] >= len(ours)
+    assert second_summary["timing"]["programs"] == 0
 
 
 def test_a_second_run_reads_every_program_from_the_compilation_cache(setup, weights, tmp_path):
     """`compilation_cache_dir`: the first run fills it, the same run again adds nothing."""
     cache = tmp_path / "xla"
     env = {key: value for key, value in os.environ.items() if key != "JAX_COMPILATION_CACHE_DIR"}
-    entries = []
+    entries, timings = [], []
     for run in ("cold", "warm"):
         command = eval_command(setup, tmp_path / run, weights, compilation_cache_dir=cache)
         completed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
         assert completed.returncode == 0, completed.stderr[-3000:]
         entries.append(sorted(os.listdir(cache)))
+        timings.append(json.loads((tmp_path / run / "results.json").read_text())["timing"])
+        assert f"{timings[-1]['programs']} XLA programs built" in completed.stdout
     assert entries[0] and entries[1] == entries[0]
+    cold, warm = timings
+    assert cold["programs"] > 0 and cold["cache_hits"] == 0
+    assert warm["cache_hits"] == warm["programs"] == cold["programs"]
