@@ -205,6 +205,29 @@ def test_benchmark_prints_the_measurements_of_its_stages(stages):
                 assert key not in results, key
 
 
+def test_gpu_report_writes_a_line_per_step_and_skips_what_the_budget_leaves_no_time_for(
+    tmp_path,
+):
+    script = [sys.executable, "scripts/gpu_report.py", str(tmp_path / "out")]
+    workdir = f"--workdir={tmp_path / 'work'}"
+    subprocess.run([*script, "--steps=env", workdir], cwd=REPO, check=True, capture_output=True)
+    subprocess.run(
+        [*script, "--steps=eval_cold,bench_1shot", "--seconds=5", workdir],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    )
+    lines = (tmp_path / "out" / "report.jsonl").read_text().splitlines()
+    env, eval_cold, bench = map(json.loads, lines)
+    assert env["results"][0]["returncode"] == 0
+    assert env["results"][0]["versions"]["jax"] == jax.__version__
+    for skipped in (eval_cold, bench):
+        assert "skipped" in skipped["results"][0]
+    assert not (tmp_path / "work").exists()  # nothing ran
+    failed = subprocess.run([*script, "--steps=eval_hot"], cwd=REPO, capture_output=True, text=True)
+    assert failed.returncode == 2 and "unknown steps ['eval_hot']" in failed.stderr
+
+
 def eval_command(setup, workdir, weights, **overrides):
     """`cwt_jax.main` evaluating the setup's model and episodes' dataset (16 episodes)."""
     config = setup["config"]
