@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from concurrent import futures
 
 import jax
@@ -146,14 +145,11 @@ def flags(overrides):
 
 
 def command(workdir, overrides, config_file=CONFIG_FILE):
-    return [
-        sys.executable,
-        "-m",
-        "cwt_jax.main",
-        f"--config={config_file}",
-        f"--workdir={workdir}",
-        *flags(overrides),
-    ]
+    return [sys.executable, "-m", "cwt_jax.main", *main_arguments(workdir, overrides, config_file)]
+
+
+def main_arguments(workdir, overrides, config_file=CONFIG_FILE):
+    return [f"--config={config_file}", f"--workdir={workdir}", *flags(overrides)]
 
 
 def run_cli(workdir, overrides, env, **kwargs):
@@ -282,23 +278,48 @@ def metatrain_settings(settings, pretrained):
     }
 
 
+# `python -m cwt_jax.main` that sends itself the signal argv[1] names once the first state
+# of metatrain/latest is on disk: the kill lands at the same point however loaded the
+# machine is (a watcher polling the folder could be late enough to miss the run's end).
+KILLED_AFTER_FIRST_SAVE = """
+import os, runpy, signal, sys
+import orbax.checkpoint as ocp
+
+kill = signal.Signals[sys.argv.pop(1)]
+save = ocp.CheckpointManager.save
+
+def save_then_kill(manager, *args, **kwargs):
+    saved = save(manager, *args, **kwargs)
+    if manager.directory.name == "latest":
+        manager.wait_until_finished()
+        os.kill(os.getpid(), kill)
+    return saved
+
+ocp.CheckpointManager.save = save_then_kill
+runpy.run_module("cwt_jax.main", run_name="__main__", alter_sys=True)
+"""
+
+
 def kill_and_rerun(workdir, overrides, env, kill=signal.SIGKILL):
     """Returns (killed run's exit code and stderr, latest step at the kill, rerun, work dir)."""
-    latest = workdir / "metatrain" / "latest"
-    log = workdir.parent / f"{workdir.name}.stderr"
-    with open(log, "w") as stderr:  # a file, not a pipe: an unread pipe can block a process
-        process = subprocess.Popen(
-            command(workdir, overrides), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=stderr
-        )
-        deadline = time.monotonic() + 600
-        while not steps_of(latest) and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        process.send_signal(kill)
-        process.wait()
-    stderr = log.read_text()
-    killed_at = steps_of(latest)
+    killed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            KILLED_AFTER_FIRST_SAVE,
+            kill.name,
+            *main_arguments(workdir, overrides),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=600,
+    )
+    killed_at = steps_of(workdir / "metatrain" / "latest")
     rerun = run_cli(workdir, overrides, env, timeout=600)
-    return (process.returncode, stderr), killed_at, rerun, workdir
+    return (killed.returncode, killed.stderr), killed_at, rerun, workdir
 
 
 @pytest.fixture(scope="module")
@@ -600,7 +621,7 @@ def test_rerun_after_kill_reaches_the_uninterrupted_state(metatrained, kill):
     metatrained, resumed = metatrained
     (killed_code, killed_stderr), killed_at, rerun, workdir = resumed[kill].result()
     if kill == signal.SIGKILL:
-        assert killed_code == -signal.SIGKILL, "the run ended before it could be killed"
+        assert killed_code == -signal.SIGKILL, killed_stderr
     else:
         assert killed_code == 130, killed_stderr
         assert "Traceback" not in killed_stderr
