@@ -267,6 +267,8 @@ def evaluate(
             runs,
             original_masks=section.label_resolution != "padded",
         )
+        if source.cache is not None:  # its last passes may still be running on the devices
+            jax.block_until_ready(source.cache.arrays)
         features_s = time.perf_counter() - start
         scores, per_run = make_scores(model, config.inner), []
         for run, (seed, specs) in enumerate(
