@@ -11,6 +11,8 @@ import os
 import jax
 import orbax.checkpoint as ocp
 
+from cwt_jax import errors
+
 VARIABLES = "variables"
 
 
@@ -32,24 +34,41 @@ def save_tree(path: str, tree) -> None:
     checkpointer.wait_until_finished()
 
 
-def load_tree(path: str):
+def load_tree(path: str, key: str | None = None):
     """Reads a pytree written by `save_tree`, or the best `variables` of a manager directory.
 
     Args:
       path: checkpoint directory.
+      key: the flag or config key that named `path`, for error messages.
 
     Returns:
       The pytree of arrays.
+
+    Raises:
+      FileNotFoundError: `path` does not exist.
+      ConversionError: `path` holds no checkpoint of either layout: a file, an empty
+        folder, a folder of images, a run's work dir rather than its `pretrain/best`.
     """
+    named = f"{key}={path}" if key else path
     path = os.path.abspath(path)
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"{path} is not an orbax checkpoint directory; check the path.")
-    steps = ocp.CheckpointManager(
-        path,
-        options=ocp.CheckpointManagerOptions(create=False),  # read_only=True would log warnings
-        item_handlers={VARIABLES: ocp.StandardCheckpointHandler()},
-    )
-    step = steps.best_step()
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{named} does not exist; check the path.")
+    step = None
+    if os.path.isdir(path):
+        steps = ocp.CheckpointManager(
+            path,
+            options=ocp.CheckpointManagerOptions(create=False),  # read_only=True would log warnings
+            item_handlers={VARIABLES: ocp.StandardCheckpointHandler()},
+        )
+        step = steps.best_step()
+    # The tree's metadata, looked for first: without it orbax logs warnings, then fails
+    # with an AttributeError. Steps are named by their number (`manager`).
+    tree = path if step is None else os.path.join(path, str(step), VARIABLES)
+    if not os.path.isfile(os.path.join(tree, ocp.path.format_utils.PYTREE_METADATA_FILE)):
+        raise errors.ConversionError(
+            f"{named} is not an orbax checkpoint; give a converted checkpoint (python -m "
+            "cwt_jax.convert), a run's pretrain/best or metatrain/best, or a .pth file."
+        )
     if step is None:
         checkpointer = ocp.StandardCheckpointer()
         return checkpointer.restore(path, _local_target(checkpointer.metadata(path).item_metadata))

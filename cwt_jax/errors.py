@@ -14,7 +14,7 @@ class DataError(ValueError):
 
 
 class ConversionError(ValueError):
-    """A checkpoint that does not fit the model it is read for."""
+    """A checkpoint that cannot be read as one, or does not fit the model it is read for."""
 
 
 USER_ERRORS = (

@@ -46,7 +46,7 @@ def load_backbone(path: str, model: PSPNet, key: str) -> dict:
     if path.endswith(".pth"):
         variables = convert.load_pspnet(_existing(path, key), model.layers)
     else:
-        variables = checkpoints.load_tree(_existing(path, key))
+        variables = checkpoints.load_tree(_existing(path, key), key)
     expected = jax.eval_shape(lambda: models.init_variables(model, jax.random.key(0)))
     return _checked(variables, expected, path, key)
 
@@ -103,7 +103,7 @@ def _read_meta_params(path: str, key: str) -> dict:
     """The CWT and learned inner-loop parameters of a .pth file (none) or a checkpoint."""
     if path.endswith(".pth"):
         return {"cwt": convert.load_cwt(_existing(path, key)), "inner": {}}
-    tree = checkpoints.load_tree(_existing(path, key))
+    tree = checkpoints.load_tree(_existing(path, key), key)
     return {"cwt": tree["params"], "inner": tree.get("inner", {})}
 
 

@@ -458,7 +458,7 @@ def _load_backbone(path: str) -> tuple[models.PSPNet, dict]:
                 state["bottleneck.0.weight"].shape[0],
             )
         else:
-            params = checkpoints.load_tree(path)["params"]
+            params = checkpoints.load_tree(path, "--backbone")["params"]
             stages = params["backbone"]
             block_stages = [
                 int(name.removeprefix("layer"))
@@ -494,7 +494,7 @@ def _load_cwt(path: str, channels: int, backbone: str) -> dict:
                 state["w_qkvs.weight"].shape[0],
             )
         else:
-            params = checkpoints.load_tree(path)["params"]
+            params = checkpoints.load_tree(path, "--cwt")["params"]
             d_model = params["layer_norm"]["scale"].shape[0]
             projection = params["w_qkvs"]["kernel"].shape[-1]
     except (KeyError, TypeError):
@@ -525,7 +525,9 @@ def load_inner_params(cwt_checkpoint: str, inner_init: str) -> dict:
       ConversionError: a learned initialisation asked for and missing, or held and not
         asked for.
     """
-    inner = {} if cwt_checkpoint.endswith(".pth") else checkpoints.load_tree(cwt_checkpoint)
+    inner = (
+        {} if cwt_checkpoint.endswith(".pth") else checkpoints.load_tree(cwt_checkpoint, "--cwt")
+    )
     inner = jax.tree.map(jnp.asarray, inner.get("inner", {}))
     if "init" in inner and inner_init != "learned":
         raise errors.ConversionError(

@@ -6,6 +6,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 import torch
 import torch_reference as ref
@@ -170,3 +171,23 @@ def test_command_line_writes_orbax_checkpoint(tmp_path):
     assert again.returncode != 0
     assert "already exists" in again.stderr
     assert "Traceback" not in again.stderr
+
+
+def test_a_path_that_is_no_checkpoint_is_named_with_its_key(tmp_path):
+    """An empty folder, a folder of images, an image, a run's work dir and a stage's
+    `latest` (a train state, no `variables`): one error naming the key and the path, not
+    orbax's AttributeError."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "a.png").write_bytes(b"")
+    latest = checkpoints.manager(str(tmp_path / "run" / "pretrain" / "latest"))
+    latest.save(1, args=ocp.args.Composite(state=ocp.args.StandardSave({"step": np.ones(2)})))
+    latest.wait_until_finished()
+    for path in ("empty", "images", "images/a.png", "run", "run/pretrain/latest"):
+        with pytest.raises(errors.ConversionError) as error:
+            checkpoints.load_tree(str(tmp_path / path), "init.backbone")
+        assert str(error.value).startswith(
+            f"init.backbone={tmp_path / path} is not an orbax checkpoint; give a converted "
+        )
+    with pytest.raises(FileNotFoundError, match="init.cwt=.*missing does not exist"):
+        checkpoints.load_tree(str(tmp_path / "missing"), "init.cwt")

@@ -699,6 +699,7 @@ def error_cases(root, torch_weights, settings):
     init.resnet is read by stage 1 only: that case reads the shared dataset.
     """
     (root / "a_file").write_text("")
+    (root / "empty_folder").mkdir()
     cases = {
         "dataset_root": (
             {"data.dataset": "pascal", "data.root": str(root / "no_voc")},
@@ -717,6 +718,10 @@ def error_cases(root, torch_weights, settings):
             ["init.resnet", "missing_resnet.pth"],
         ),
         "backbone_misfit": ({"init.backbone": torch_weights["deeper"]}, ["deeper.pth"]),
+        "backbone_not_a_checkpoint": (
+            {"init.backbone": str(root / "empty_folder")},
+            [f"init.backbone={root / 'empty_folder'} is not an orbax checkpoint"],
+        ),
         "cwt_misfit": ({"init.cwt": torch_weights["heads"]}, ["init.cwt", "heads.pth"]),
         "optimizer": ({"inner.optimizer": "adamx"}, ["inner.optimizer", "adamx"]),
         "optimizer_argument": (
@@ -766,6 +771,7 @@ def assert_no_work_done(overrides, workdir, shared_cache):
         "backbone_missing",
         "resnet_missing",
         "backbone_misfit",
+        "backbone_not_a_checkpoint",
         "cwt_misfit",
         "optimizer",
         "optimizer_argument",
@@ -786,19 +792,27 @@ def test_user_error_stops_the_run_before_any_work(settings, torch_weights, tmp_p
     assert_no_work_done(overrides, workdir, settings["data.cache_dir"])
 
 
+@pytest.mark.parametrize("case", ["optimizer", "backbone_not_a_checkpoint"])
 def test_command_line_error_is_one_line_without_traceback(
-    settings, torch_weights, subprocess_env, tmp_path
+    settings, torch_weights, subprocess_env, tmp_path, case
 ):
     """The command line's path for every user error: optimiser arguments given as flags,
-    one checked against the optimiser's signature."""
-    overrides, workdir, _ = error_cases(tmp_path, torch_weights, settings)["optimizer"]
-    overrides = {**overrides, "inner.optimizer": "adam", "inner.optimizer_args.eps": "tiny"}
+    one checked against the optimiser's signature; a folder that is not a checkpoint,
+    which orbax would report with warnings and a traceback."""
+    overrides, workdir, _ = error_cases(tmp_path, torch_weights, settings)[case]
+    expected = {
+        "optimizer": "error: inner.optimizer_args.eps='tiny' is not of the type of optax.adam's "
+        "default, 1e-08.",
+        "backbone_not_a_checkpoint": f"error: init.backbone={tmp_path / 'empty_folder'} is not "
+        "an orbax checkpoint; give a converted checkpoint (python -m cwt_jax.convert), a run's "
+        "pretrain/best or metatrain/best, or a .pth file.",
+    }[case]
+    if case == "optimizer":
+        overrides = {**overrides, "inner.optimizer": "adam", "inner.optimizer_args.eps": "tiny"}
     process = run_cli(workdir, overrides, subprocess_env, timeout=300)
     assert process.returncode == 1
     assert "Traceback" not in process.stderr
-    assert process.stderr.strip().splitlines() == [
-        "error: inner.optimizer_args.eps='tiny' is not of the type of optax.adam's default, 1e-08."
-    ]
+    assert process.stderr.strip().splitlines() == [expected]
     assert_no_work_done(overrides, workdir, settings["data.cache_dir"])
 
 

@@ -332,6 +332,10 @@ def error_cases(weights, files, root):
             {"backbone": weights[2]["cwt_orbax"]},
             ["--backbone=", "holds no PSPNet"],
         ),
+        "backbone_not_a_checkpoint": (
+            {"backbone": str(root / "empty")},
+            ["--backbone=", "empty is not an orbax checkpoint", "pretrain/best"],
+        ),
         "cwt_architecture": (
             {"cwt": str(wrong_cwt)},
             ["--cwt=", "adapts 8-channel classifiers", f"gives {BOTTLENECK}-channel features"],
@@ -363,6 +367,7 @@ CASES = [
     "no_foreground",
     "no_class_pixel",
     "backbone_architecture",
+    "backbone_not_a_checkpoint",
     "cwt_architecture",
     "empty_folder",
     "missing_checkpoint",
@@ -374,6 +379,7 @@ CASES = [
 
 CHECKPOINT_CASES = (
     "backbone_architecture",
+    "backbone_not_a_checkpoint",
     "cwt_architecture",
     "missing_checkpoint",
     "learned_init_unused",
@@ -432,14 +438,22 @@ def test_bad_input_stops_the_command_with_one_line_before_any_work(weights, file
     assert not output.exists()
 
 
-@pytest.mark.parametrize("case", ["empty_folder", "flag"])
+@pytest.mark.parametrize("case", ["empty_folder", "flag", "backbone_not_a_checkpoint"])
 def test_command_line_exits_non_zero_with_one_line(weights, files, tmp_path, case):
+    """No traceback, and no library warning: orbax logs some on a folder that is not a
+    checkpoint."""
     (tmp_path / "empty").mkdir()
     overrides, expected = {
         "empty_folder": (
             {"query": str(tmp_path / "empty")},
             f"error: --query={tmp_path / 'empty'} holds no .jpg, .jpeg or .png file; give a "
             "folder of images or image files.",
+        ),
+        "backbone_not_a_checkpoint": (
+            {"backbone": str(tmp_path / "empty")},
+            f"error: --backbone={tmp_path / 'empty'} is not an orbax checkpoint; give a "
+            "converted checkpoint (python -m cwt_jax.convert), a run's pretrain/best or "
+            "metatrain/best, or a .pth file.",
         ),
         "flag": (
             {"class_id": 0},
