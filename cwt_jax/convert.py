@@ -51,7 +51,22 @@ def load_pspnet(path: str, layers: int | Sequence[int]) -> dict:
     Returns:
       `{"params": ..., "batch_stats": ...}` for `cwt_jax.models.PSPNet`.
     """
-    state = read_state_dict(path)
+    return pspnet_from_state_dict(read_state_dict(path), layers, path)
+
+
+def pspnet_from_state_dict(
+    state: dict[str, np.ndarray], layers: int | Sequence[int], path: str
+) -> dict:
+    """`load_pspnet` of a state dict already read (`read_state_dict`).
+
+    Args:
+      state: parameter name -> array.
+      layers: ResNet depth (50 or 101) or four block counts.
+      path: the file it was read from, for error messages.
+
+    Returns:
+      `{"params": ..., "batch_stats": ...}` for `cwt_jax.models.PSPNet`.
+    """
     width = _shape_of(state, "layer0.0.weight", path)[0]
     bottleneck_dim = _shape_of(state, "bottleneck.0.weight", path)[0]
     model = pspnet.PSPNet(layers=layers, width=width, bottleneck_dim=bottleneck_dim)
@@ -87,7 +102,19 @@ def load_cwt(path: str) -> dict:
     Returns:
       Parameters for `cwt_jax.cwt.apply`.
     """
-    state = read_state_dict(path)
+    return cwt_from_state_dict(read_state_dict(path), path)
+
+
+def cwt_from_state_dict(state: dict[str, np.ndarray], path: str) -> dict:
+    """`load_cwt` of a state dict already read (`read_state_dict`).
+
+    Args:
+      state: parameter name -> array.
+      path: the file it was read from, for error messages.
+
+    Returns:
+      Parameters for `cwt_jax.cwt.apply`.
+    """
     d_model = _shape_of(state, "layer_norm.weight", path)[0]
     projection = _shape_of(state, "w_qkvs.weight", path)[0]
     if projection % d_model:

@@ -47,6 +47,21 @@ def load_backbone(path: str, model: PSPNet, key: str) -> dict:
         variables = convert.load_pspnet(_existing(path, key), model.layers)
     else:
         variables = checkpoints.load_tree(_existing(path, key), key)
+    return checked_backbone(variables, model, path, key)
+
+
+def checked_backbone(variables, model: PSPNet, path: str, key: str) -> dict:
+    """PSPNet variables already read, as arrays, once they are checked to fit `model`.
+
+    Args:
+      variables: `{"params", "batch_stats"}` read from `path`.
+      model: the PSPNet they are for.
+      path: where they were read, for error messages.
+      key: the config key or flag that named `path`.
+
+    Returns:
+      The variables.
+    """
     expected = jax.eval_shape(lambda: models.init_variables(model, jax.random.key(0)))
     return _checked(variables, expected, path, key)
 
@@ -54,21 +69,6 @@ def load_backbone(path: str, model: PSPNet, key: str) -> dict:
 def load_resnet(path: str, model: PSPNet, key: str) -> dict:
     """Reads ImageNet ResNet variables (for the PSPNet's `backbone` submodule) from a .pth."""
     return convert.load_resnet(_existing(path, key), model.layers)
-
-
-def load_cwt(path: str, channels: int, heads: int, key: str) -> dict:
-    """Reads CWT parameters from a .pth file or an orbax checkpoint and checks they fit.
-
-    Args:
-      path: transformer .pth file, converted checkpoint or a run's best checkpoint.
-      channels: feature channels of the model.
-      heads: attention heads of the config.
-      key: the config key that named `path`, for error messages.
-
-    Returns:
-      Transformer parameters.
-    """
-    return _checked_cwt(_read_meta_params(path, key)["cwt"], channels, heads, path, key)
 
 
 def load_meta_params(path: str, channels: int, config, key: str) -> dict:
@@ -86,7 +86,7 @@ def load_meta_params(path: str, channels: int, config, key: str) -> dict:
       is never replaced by a random one unnoticed.
     """
     params = _read_meta_params(path, key)
-    cwt_params = _checked_cwt(params["cwt"], channels, config.cwt.heads, path, key)
+    cwt_params = checked_cwt(params["cwt"], channels, config.cwt.heads, path, key)
     expected = jax.eval_shape(lambda: fewshot.init_inner_params(channels, config.inner))
     inner = params["inner"]
     if sorted(inner) != sorted(expected):
@@ -107,7 +107,19 @@ def _read_meta_params(path: str, key: str) -> dict:
     return {"cwt": tree["params"], "inner": tree.get("inner", {})}
 
 
-def _checked_cwt(params, channels: int, heads: int, path: str, key: str) -> dict:
+def checked_cwt(params, channels: int, heads: int, path: str, key: str) -> dict:
+    """Transformer parameters already read, as arrays, once they are checked to fit.
+
+    Args:
+      params: the parameters read from `path`.
+      channels: feature channels of the model.
+      heads: attention heads.
+      path: where they were read, for error messages.
+      key: the config key or flag that named `path`.
+
+    Returns:
+      The parameters.
+    """
     expected = jax.eval_shape(lambda: cwt.init(jax.random.key(0), channels, heads))
     return _checked(params, expected, path, key)
 

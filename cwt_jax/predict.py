@@ -23,6 +23,7 @@ import os
 import re
 import sys
 from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
 import cv2
 import jax
@@ -66,7 +67,7 @@ class Settings:
       inner_lr: its learning rate.
       inner_optimizer: its optax optimiser, by name.
       inner_init: its initialisation, "torch", "zeros" or "learned", the meta-learned one
-        of the CWT checkpoint (`fewshot.init_classifier`, `load_inner_params`).
+        of the CWT checkpoint (`fewshot.init_classifier`, `load_checkpoints`).
       seed: seed of the initialisation.
       batch_size: images per backbone pass and queries per CWT pass.
     """
@@ -106,7 +107,7 @@ def segment(
       layers: ResNet depth (50 or 101) or four block counts.
       width: ResNet base width.
       bottleneck_dim: feature channels.
-      inner_params: the inner loop's meta-learned parts (`load_inner_params`), if any.
+      inner_params: the inner loop's meta-learned parts (`load_checkpoints`), if any.
       **settings: fields of `Settings` (image_size=473, inner_steps=200, ...).
 
     Returns:
@@ -149,7 +150,7 @@ def predictions(
       support_masks: their (H, W) masks (see `foreground_mask`).
       query_images: uint8 (H, W, 3) RGB images.
       settings: how to segment.
-      inner_params: the inner loop's meta-learned parts (`load_inner_params`): a learned
+      inner_params: the inner loop's meta-learned parts (`load_checkpoints`): a learned
         initialisation (used with `inner_init="learned"`) and learning-rate factors.
 
     Yields:
@@ -159,7 +160,7 @@ def predictions(
     if settings.inner_init == "learned" and "init" not in inner_params:
         raise errors.ConfigError(
             "inner_init='learned' needs the learned initialisation: pass inner_params "
-            "(`load_inner_params`) or another inner_init."
+            "(`load_checkpoints`) or another inner_init."
         )
     for index, (image, mask) in enumerate(zip(support_images, support_masks, strict=True)):
         check_support(image, mask, settings, f"support {index}")
@@ -314,7 +315,7 @@ def fit_support_classifier(
       support_images: K uint8 (H, W, 3) RGB images.
       support_masks: their masks (see `foreground_mask`).
       settings: how to fit.
-      inner_params: the inner loop's meta-learned parts (`load_inner_params`).
+      inner_params: the inner loop's meta-learned parts (`load_checkpoints`).
 
     Returns:
       (2, C) weights.
@@ -427,8 +428,26 @@ def agreement(cwt_mask: np.ndarray, support_only_mask: np.ndarray) -> dict[str, 
 # The command line.
 
 
-def load_checkpoints(backbone: str, cwt_checkpoint: str) -> tuple[models.PSPNet, dict, dict]:
-    """A backbone and a CWT checkpoint, their architecture read from their parameters.
+class Checkpoints(NamedTuple):
+    """What `load_checkpoints` reads.
+
+    Attributes:
+      model: the PSPNet of the backbone checkpoint.
+      backbone_variables: its variables.
+      cwt_params: transformer parameters.
+      inner_params: the inner loop's meta-learned parts kept beside the CWT
+        (`metatrain.inner_gradient`): `{"init"?, "log_lr"?}` (2, C) arrays, none in a .pth
+        file.
+    """
+
+    model: models.PSPNet
+    backbone_variables: dict
+    cwt_params: dict
+    inner_params: dict
+
+
+def load_checkpoints(backbone: str, cwt_checkpoint: str) -> Checkpoints:
+    """A backbone and a CWT checkpoint, each read once, their architecture read from them.
 
     Args:
       backbone: PSPNet .pth file, converted checkpoint or a run's `pretrain/best`.
@@ -436,38 +455,30 @@ def load_checkpoints(backbone: str, cwt_checkpoint: str) -> tuple[models.PSPNet,
         `metatrain/best`.
 
     Returns:
-      The PSPNet, its variables and the transformer parameters.
+      The PSPNet, its variables, the transformer parameters and the inner loop's
+      meta-learned parts.
 
     Raises:
-      FileNotFoundError, ConversionError: a missing checkpoint, one that holds no PSPNet
-        or no CWT, or a CWT of other channels than the backbone's features.
+      FileNotFoundError, ConversionError: a missing checkpoint, a path that holds none,
+        one that holds no PSPNet or no CWT, or a CWT of other channels than the
+        backbone's features.
     """
     model, variables = _load_backbone(backbone)
-    return model, variables, _load_cwt(cwt_checkpoint, model.bottleneck_dim, backbone)
+    cwt_params, inner_params = _load_cwt(cwt_checkpoint, model.bottleneck_dim, backbone)
+    return Checkpoints(model, variables, cwt_params, inner_params)
 
 
 def _load_backbone(path: str) -> tuple[models.PSPNet, dict]:
     """The PSPNet of a checkpoint and its variables."""
     _check_exists(path, "--backbone")
+    is_pth = path.endswith(".pth")
+    checkpoint = (
+        convert.read_state_dict(path) if is_pth else checkpoints.load_tree(path, "--backbone")
+    )
     try:
-        if path.endswith(".pth"):
-            state = convert.read_state_dict(path)
-            block_stages = [int(match[1]) for match in map(_PTH_BLOCK.fullmatch, state) if match]
-            width, channels = (
-                state["layer0.0.weight"].shape[0],
-                state["bottleneck.0.weight"].shape[0],
-            )
-        else:
-            params = checkpoints.load_tree(path, "--backbone")["params"]
-            stages = params["backbone"]
-            block_stages = [
-                int(name.removeprefix("layer"))
-                for name in stages
-                if name != "layer0"
-                for _ in stages[name]
-            ]
-            width = stages["layer0"]["conv1"]["kernel"].shape[-1]
-            channels = params["bottleneck_conv"]["kernel"].shape[-1]
+        block_stages, width, channels = (
+            _pth_pspnet_shapes(checkpoint) if is_pth else _pspnet_shapes(checkpoint["params"])
+        )
     except (KeyError, TypeError):
         raise errors.ConversionError(
             f"--backbone={path} holds no PSPNet; give a PSPNet .pth file, a converted "
@@ -480,23 +491,38 @@ def _load_backbone(path: str) -> tuple[models.PSPNet, dict]:
             "give a complete PSPNet checkpoint."
         )
     model = models.PSPNet(layers=layers, width=width, bottleneck_dim=channels)
-    return model, initialization.load_backbone(path, model, "--backbone")
+    variables = convert.pspnet_from_state_dict(checkpoint, layers, path) if is_pth else checkpoint
+    return model, initialization.checked_backbone(variables, model, path, "--backbone")
 
 
-def _load_cwt(path: str, channels: int, backbone: str) -> dict:
-    """The CWT parameters of a checkpoint, for features of `channels` of `backbone`."""
+def _pth_pspnet_shapes(state: dict) -> tuple[list[int], int, int]:
+    """The stage of each residual block, the width and the feature channels of a state dict."""
+    block_stages = [int(match[1]) for match in map(_PTH_BLOCK.fullmatch, state) if match]
+    return block_stages, state["layer0.0.weight"].shape[0], state["bottleneck.0.weight"].shape[0]
+
+
+def _pspnet_shapes(params: dict) -> tuple[list[int], int, int]:
+    """The same of the `params` of PSPNet variables."""
+    stages = params["backbone"]
+    block_stages = [
+        int(name.removeprefix("layer")) for name in stages if name != "layer0" for _ in stages[name]
+    ]
+    width = stages["layer0"]["conv1"]["kernel"].shape[-1]
+    return block_stages, width, params["bottleneck_conv"]["kernel"].shape[-1]
+
+
+def _load_cwt(path: str, channels: int, backbone: str) -> tuple[dict, dict]:
+    """The CWT parameters and inner-loop parts of a checkpoint, for `backbone`'s features."""
     _check_exists(path, "--cwt")
+    is_pth = path.endswith(".pth")
+    checkpoint = convert.read_state_dict(path) if is_pth else checkpoints.load_tree(path, "--cwt")
     try:
-        if path.endswith(".pth"):
-            state = convert.read_state_dict(path)
-            d_model, projection = (
-                state["layer_norm.weight"].shape[0],
-                state["w_qkvs.weight"].shape[0],
-            )
+        if is_pth:
+            d_model = checkpoint["layer_norm.weight"].shape[0]
+            projection = checkpoint["w_qkvs.weight"].shape[0]
         else:
-            params = checkpoints.load_tree(path, "--cwt")["params"]
-            d_model = params["layer_norm"]["scale"].shape[0]
-            projection = params["w_qkvs"]["kernel"].shape[-1]
+            d_model = checkpoint["params"]["layer_norm"]["scale"].shape[0]
+            projection = checkpoint["params"]["w_qkvs"]["kernel"].shape[-1]
     except (KeyError, TypeError):
         raise errors.ConversionError(
             f"--cwt={path} holds no CWT; give a transformer .pth file, a converted CWT "
@@ -507,39 +533,33 @@ def _load_cwt(path: str, channels: int, backbone: str) -> dict:
             f"--cwt={path} adapts {d_model}-channel classifiers but --backbone={backbone} "
             f"gives {channels}-channel features; give the CWT meta-trained on this backbone."
         )
-    return initialization.load_cwt(path, channels, projection // d_model, "--cwt")
+    if is_pth:
+        params, inner = convert.cwt_from_state_dict(checkpoint, path), {}
+    else:
+        params, inner = checkpoint["params"], checkpoint.get("inner", {})
+    params = initialization.checked_cwt(params, channels, projection // d_model, path, "--cwt")
+    return params, jax.tree.map(jnp.asarray, inner)
 
 
-def load_inner_params(cwt_checkpoint: str, inner_init: str) -> dict:
-    """The inner loop's meta-learned parts kept beside a CWT (`metatrain.inner_gradient`).
+def _check_inner_init(inner_params: dict, inner_init: str, cwt_checkpoint: str) -> None:
+    """Raises `ConversionError` where `--inner_init` and the CWT's learned parts disagree.
 
     Args:
-      cwt_checkpoint: the `--cwt` checkpoint; a .pth file holds none.
+      inner_params: the inner loop's meta-learned parts of `--cwt`.
       inner_init: `--inner_init`: "learned" needs a learned initialisation, which no other
-        value may leave unused.
-
-    Returns:
-      `{"init"?, "log_lr"?}` (2, C) arrays; learning-rate factors always apply.
-
-    Raises:
-      ConversionError: a learned initialisation asked for and missing, or held and not
-        asked for.
+        value may leave unused (learning-rate factors always apply).
+      cwt_checkpoint: `--cwt`.
     """
-    inner = (
-        {} if cwt_checkpoint.endswith(".pth") else checkpoints.load_tree(cwt_checkpoint, "--cwt")
-    )
-    inner = jax.tree.map(jnp.asarray, inner.get("inner", {}))
-    if "init" in inner and inner_init != "learned":
+    if "init" in inner_params and inner_init != "learned":
         raise errors.ConversionError(
             f"--cwt={cwt_checkpoint} holds a meta-learned classifier initialisation, which "
             f"--inner_init={inner_init} leaves unused; pass --inner_init=learned."
         )
-    if "init" not in inner and inner_init == "learned":
+    if "init" not in inner_params and inner_init == "learned":
         raise errors.ConversionError(
             f"--cwt={cwt_checkpoint} holds no meta-learned classifier initialisation for "
             "--inner_init=learned; pass --inner_init=torch."
         )
-    return inner
 
 
 def _check_exists(path: str, flag: str) -> None:
@@ -743,8 +763,8 @@ def run(
     query_images = [read_image(path, "--query") for path in paths]
     for path, image in zip(paths, query_images, strict=True):
         check_image(image, settings.image_size, f"--query={path}")
-    model, backbone_variables, cwt_params = load_checkpoints(backbone, cwt_checkpoint)
-    inner_params = load_inner_params(cwt_checkpoint, settings.inner_init)
+    model, backbone_variables, cwt_params, inner_params = load_checkpoints(backbone, cwt_checkpoint)
+    _check_inner_init(inner_params, settings.inner_init, cwt_checkpoint)
     try:
         os.makedirs(output, exist_ok=True)
     except OSError as error:

@@ -186,21 +186,41 @@ def test_segment_returns_masks_at_the_queries_sizes(weights):
     np.testing.assert_array_equal(alone[0], masks[1])
 
 
-def test_architecture_is_read_from_pth_and_orbax_checkpoints(model, weights, tmp_path):
+@pytest.fixture
+def reads(monkeypatch):
+    """The paths of the checkpoints read (`.pth` files and orbax trees), in order."""
+    paths = []
+    for module, name in ((convert, "read_state_dict"), (checkpoints, "load_tree")):
+        read = getattr(module, name)
+
+        def recorded(path, *args, read=read):
+            paths.append(path)
+            return read(path, *args)
+
+        monkeypatch.setattr(module, name, recorded)
+    return paths
+
+
+def test_architecture_is_read_from_pth_and_orbax_checkpoints_each_read_once(
+    model, weights, tmp_path, reads
+):
     backbone, cwt_params, paths = weights
     for backbone_path, cwt_path in (
         (paths["backbone"], paths["cwt"]),
         (paths["backbone_orbax"], paths["cwt_orbax"]),
     ):
-        read, variables, read_params = predict.load_checkpoints(backbone_path, cwt_path)
+        reads.clear()
+        read, variables, read_params, inner = predict.load_checkpoints(backbone_path, cwt_path)
+        assert reads == [backbone_path, cwt_path]
         assert read == model
         assert jax.tree.all(jax.tree.map(np.array_equal, variables, backbone))
         assert jax.tree.all(jax.tree.map(np.array_equal, read_params, cwt_params))
+        assert inner == {}
     torch.manual_seed(0)
     deeper = ref.PSPNet((1, 2, 1, 1), WIDTH, 2 * BOTTLENECK)
     torch.save({"state_dict": deeper.state_dict()}, tmp_path / "p.pth")
     torch.save(ref.MultiHeadAttentionOne(3, 2 * BOTTLENECK).state_dict(), tmp_path / "c.pth")
-    read, _, params = predict.load_checkpoints(str(tmp_path / "p.pth"), str(tmp_path / "c.pth"))
+    read, _, params, _ = predict.load_checkpoints(str(tmp_path / "p.pth"), str(tmp_path / "c.pth"))
     assert (read.layers, read.width, read.bottleneck_dim) == ((1, 2, 1, 1), WIDTH, 2 * BOTTLENECK)
     assert params["w_qkvs"]["kernel"].shape == (2 * BOTTLENECK, 3 * 2 * BOTTLENECK)
 
@@ -394,14 +414,16 @@ def learned_checkpoint(cwt_params):
     return {"params": cwt_params, "inner": jax.tree.map(np.float32, inner)}
 
 
-def test_command_uses_a_meta_learned_inner_loop(weights, files, model, tmp_path):
+def test_command_uses_a_meta_learned_inner_loop(weights, files, model, tmp_path, reads):
     """A CWT checkpoint with a learned initialisation and learning rates: with
-    --inner_init=learned the command segments as `predictions` given them does."""
+    --inner_init=learned the command segments as `predictions` given them does, having
+    read each checkpoint once."""
     path = str(tmp_path / "learned")
     checkpoint = learned_checkpoint(weights[1])
     checkpoints.save_tree(path, checkpoint)
     output = tmp_path / "out"
     assert run_main(command_line(weights, files, output, cwt=path, inner_init="learned")) is None
+    assert reads == [weights[2]["backbone"], path]
     query = predict.read_image(files["query_paths"][0], "q")
     support = [predict.read_image(files["support"], "s")], [predict.read_mask(files["mask"], "m")]
     settings = predict.Settings(
