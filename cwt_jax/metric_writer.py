@@ -6,6 +6,8 @@ import os
 
 import jax
 
+from cwt_jax import files
+
 
 class MetricWriter:
     """Appends scalars to `<workdir>/metrics.jsonl` and to TensorBoard events in `<workdir>/tb`.
@@ -46,9 +48,7 @@ class MetricWriter:
         kept = [
             line for line, record in records if record["stage"] != stage or record["step"] <= step
         ]
-        with open(self._path + ".tmp", "w") as lines:
-            lines.writelines(kept)
-        os.replace(self._path + ".tmp", self._path)
+        files.write_atomically(self._path, "".join(kept).encode())
 
     def flush(self) -> None:
         """Writes the TensorBoard events recorded so far to disk."""

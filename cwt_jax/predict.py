@@ -39,6 +39,7 @@ from cwt_jax import (
     data,
     errors,
     fewshot,
+    files,
     initialization,
     models,
     optimizers,
@@ -682,25 +683,6 @@ def output_stem(path: str) -> str:
     return os.path.splitext(os.path.basename(path))[0]
 
 
-def write_atomically(path: str, content: bytes) -> None:
-    """Writes `content` to `path` through a temporary file renamed into place.
-
-    An interruption leaves `path` as it was, never half-written.
-
-    Args:
-      path: file to write.
-      content: its bytes.
-    """
-    temporary = f"{path}.{os.getpid()}.partial"
-    try:
-        with open(temporary, "wb") as file:
-            file.write(content)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-
-
 def png_bytes(image: np.ndarray) -> bytes:
     """PNG encoding of a uint8 (H, W) mask or (H, W, 3) RGB image."""
     if image.ndim == 3:
@@ -725,9 +707,11 @@ def write_query_outputs(directory: str, path: str, image: np.ndarray, masks: dic
     """
     stem = output_stem(path)
     mask_file, overlay_file = f"{stem}_mask.png", f"{stem}_overlay.png"
-    write_atomically(os.path.join(directory, mask_file), png_bytes(masks["cwt"] * np.uint8(255)))
+    files.write_atomically(
+        os.path.join(directory, mask_file), png_bytes(masks["cwt"] * np.uint8(255))
+    )
     overlay = visualize.overlay(transforms.normalize(image.astype(np.float32)), masks["cwt"])
-    write_atomically(os.path.join(directory, overlay_file), png_bytes(overlay))
+    files.write_atomically(os.path.join(directory, overlay_file), png_bytes(overlay))
     return {
         "query": path,
         "mask": mask_file,

@@ -2,9 +2,10 @@
 
 import importlib.metadata
 import json
-import os
 
 import numpy as np
+
+from cwt_jax import files
 
 METHODS = ("cwt", "support_only")
 # eval.label_resolution -> the resolution of results.json's top-level numbers
@@ -131,10 +132,8 @@ def _method_summary(runs: list[dict], method: str) -> dict:
 
 
 def write(path: str, summary: dict) -> None:
-    """Writes JSON through a temporary file, so a reader never sees half a file."""
-    with open(path + ".tmp", "w") as file:
-        json.dump(summary, file, indent=1, default=str)
-    os.replace(path + ".tmp", path)
+    """Writes JSON through a temporary file (`files.write_atomically`): never half a file."""
+    files.write_atomically(path, json.dumps(summary, indent=1, default=str).encode())
 
 
 def format_timing(timing: dict[str, float]) -> str:
