@@ -12,6 +12,7 @@ import tempfile
 import jax
 
 from cwt_jax import (
+    compilation_cache,
     config_checks,
     data,
     errors,
@@ -40,12 +41,7 @@ def run(config, workdir: str) -> None:
             section.process_id if section.process_id >= 0 else None,
         )
     config_checks.validate(config)
-    if config.compilation_cache_dir:
-        jax.config.update(
-            "jax_compilation_cache_dir", os.path.expanduser(config.compilation_cache_dir)
-        )
-        # Every program: on CPU the many short compilations add up.
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    compilation_cache.use(config.compilation_cache_dir)
     stages = config_checks.STAGES[config.mode]
     model = initialization.pspnet(config.model)
     resnet = backbone = meta_params = episode_list = None

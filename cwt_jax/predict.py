@@ -35,6 +35,7 @@ from absl import app, flags, logging
 from cwt_jax import (
     checkpoints,
     classifier,
+    compilation_cache,
     convert,
     data,
     errors,
@@ -790,6 +791,7 @@ def main(argv: Sequence[str], flag_values: flags.FlagValues = flags.FLAGS) -> No
     settings = Settings(
         **{field.name: flag_values[field.name].value for field in dataclasses.fields(Settings)}
     )
+    compilation_cache.use(flag_values.compilation_cache_dir)
     try:
         run(
             backbone=flag_values.backbone,
@@ -874,6 +876,13 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
         defaults.batch_size,
         "Images per backbone pass and queries per CWT pass.",
         lower_bound=1,
+        flag_values=flag_values,
+    )
+    flags.DEFINE_string(
+        "compilation_cache_dir",
+        compilation_cache.DEFAULT_DIR,
+        "XLA's persistent compilation cache, as main's config.compilation_cache_dir; a "
+        "second run of the same sizes reads its programs from it. Empty disables it.",
         flag_values=flag_values,
     )
     flags.mark_flags_as_required(

@@ -264,6 +264,7 @@ def command_line(weights, files, output, **overrides):
         "image_size": SIZE,
         "inner_steps": STEPS,
         "inner_lr": LR,
+        "compilation_cache_dir": "",  # none: `main` runs in this process
         **overrides,
     }
     return ["predict"] + [
@@ -493,3 +494,29 @@ def test_command_line_exits_non_zero_with_one_line(weights, files, tmp_path, cas
     assert process.returncode == 1
     assert process.stderr.strip().splitlines() == [expected]
     assert not (tmp_path / "out").exists()
+
+
+def test_a_second_run_reads_every_program_from_the_compilation_cache(weights, files, tmp_path):
+    """`--compilation_cache_dir`: the first run fills it, the same run again adds nothing."""
+    cache = tmp_path / "xla"
+    env = {key: value for key, value in os.environ.items() if key != "JAX_COMPILATION_CACHE_DIR"}
+    entries = []
+    for run in ("cold", "warm"):
+        argv = command_line(
+            weights,
+            files,
+            tmp_path / run,
+            backbone=weights[2]["backbone_orbax"],  # no PyTorch to import
+            compilation_cache_dir=cache,
+        )
+        process = subprocess.run(
+            [sys.executable, "-m", "cwt_jax.predict", *argv[1:]],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert process.returncode == 0, process.stderr[-3000:]
+        entries.append(sorted(os.listdir(cache)))
+    assert entries[0] and entries[1] == entries[0]
