@@ -6,7 +6,7 @@ counted in epochs (stage 1) and in episodes (stage 2); the loops convert them to
 
 import ml_collections
 
-from cwt_jax import compilation_cache
+from cwt_jax import compilation
 
 
 def base() -> ml_collections.ConfigDict:
@@ -16,7 +16,7 @@ def base() -> ml_collections.ConfigDict:
     config.seed = 0
     # XLA's persistent compilation cache: a second run of the same shapes skips compiling
     # (and, on GPU, autotuning); empty disables it.
-    config.compilation_cache_dir = compilation_cache.DEFAULT_DIR
+    config.compilation_cache_dir = compilation.DEFAULT_CACHE_DIR
     config.distributed = ml_collections.ConfigDict()  # several processes (hosts)
     config.distributed.enabled = False  # call jax.distributed.initialize()
     config.distributed.coordinator_address = ""  # host:port of process 0; empty: detected

@@ -1,10 +1,18 @@
-"""What building XLA programs costs a block of code, through `jax.monitoring`'s events."""
+"""XLA compilation: the persistent cache both commands keep, and what building programs costs.
+
+A second run of the same shapes reads its programs from the cache instead of compiling
+them (and, on GPU, autotuning their convolutions). `recorded` counts the programs a
+block of code builds, through `jax.monitoring`'s events.
+"""
 
 import contextlib
 import dataclasses
+import os
 from collections.abc import Iterator
 
 import jax
+
+DEFAULT_CACHE_DIR = "~/.cache/cwt_jax/xla"  # `compilation_cache_dir`, `--compilation_cache_dir`
 
 # Each program's XLA compilation, or its read from the persistent cache where it is there.
 _BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
@@ -14,6 +22,20 @@ _TRACING = (
     "/jax/core/compile/jaxpr_trace_duration",
     "/jax/core/compile/jaxpr_to_mlir_module_duration",
 )
+
+
+def use_cache(directory: str) -> None:
+    """Keeps the programs this process compiles in `directory`; call it before any compile.
+
+    Args:
+      directory: the cache folder, `~` expanded; empty leaves JAX's own setting (no
+        cache, unless JAX_COMPILATION_CACHE_DIR is set).
+    """
+    if not directory:
+        return
+    jax.config.update("jax_compilation_cache_dir", os.path.expanduser(directory))
+    # Every program: on CPU the many short compilations add up.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 @dataclasses.dataclass

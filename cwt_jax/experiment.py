@@ -12,7 +12,7 @@ import tempfile
 import jax
 
 from cwt_jax import (
-    compilation_cache,
+    compilation,
     config_checks,
     data,
     errors,
@@ -41,7 +41,7 @@ def run(config, workdir: str) -> None:
             section.process_id if section.process_id >= 0 else None,
         )
     config_checks.validate(config)
-    compilation_cache.use(config.compilation_cache_dir)
+    compilation.use_cache(config.compilation_cache_dir)
     stages = config_checks.STAGES[config.mode]
     model = initialization.pspnet(config.model)
     resnet = backbone = meta_params = episode_list = None

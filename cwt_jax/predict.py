@@ -35,7 +35,7 @@ from absl import app, flags, logging
 from cwt_jax import (
     checkpoints,
     classifier,
-    compilation_cache,
+    compilation,
     convert,
     data,
     errors,
@@ -791,7 +791,7 @@ def main(argv: Sequence[str], flag_values: flags.FlagValues = flags.FLAGS) -> No
     settings = Settings(
         **{field.name: flag_values[field.name].value for field in dataclasses.fields(Settings)}
     )
-    compilation_cache.use(flag_values.compilation_cache_dir)
+    compilation.use_cache(flag_values.compilation_cache_dir)
     try:
         run(
             backbone=flag_values.backbone,
@@ -880,7 +880,7 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     )
     flags.DEFINE_string(
         "compilation_cache_dir",
-        compilation_cache.DEFAULT_DIR,
+        compilation.DEFAULT_CACHE_DIR,
         "XLA's persistent compilation cache, as main's config.compilation_cache_dir; a "
         "second run of the same sizes reads its programs from it. Empty disables it.",
         flag_values=flag_values,
