@@ -124,6 +124,24 @@ def checked_cwt(params, channels: int, heads: int, path: str, key: str) -> dict:
     return _checked(params, expected, path, key)
 
 
+def read_checkpoint(path: str, key: str) -> dict:
+    """A .pth file's state dict or an orbax checkpoint's tree, as read, unchecked.
+
+    Args:
+      path: .pth file or orbax checkpoint (`checkpoints.load_tree`).
+      key: the config key or flag that named `path`, for error messages.
+
+    Returns:
+      Parameter name -> array for a .pth file; the checkpoint's pytree otherwise.
+
+    Raises:
+      FileNotFoundError, ConversionError: naming `key` and `path`.
+    """
+    if path.endswith(".pth"):
+        return convert.read_state_dict(_existing(path, key))
+    return checkpoints.load_tree(_existing(path, key), key)
+
+
 def _existing(path: str, key: str) -> str:
     if not os.path.exists(path):
         raise FileNotFoundError(f"{key}={path} does not exist; give a .pth file or a checkpoint.")

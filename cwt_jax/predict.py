@@ -33,7 +33,6 @@ import tqdm
 from absl import app, flags, logging
 
 from cwt_jax import (
-    checkpoints,
     classifier,
     compilation,
     convert,
@@ -472,11 +471,8 @@ def load_checkpoints(backbone: str, cwt_checkpoint: str) -> Checkpoints:
 
 def _load_backbone(path: str) -> tuple[models.PSPNet, dict]:
     """The PSPNet of a checkpoint and its variables."""
-    _check_exists(path, "--backbone")
     is_pth = path.endswith(".pth")
-    checkpoint = (
-        convert.read_state_dict(path) if is_pth else checkpoints.load_tree(path, "--backbone")
-    )
+    checkpoint = initialization.read_checkpoint(path, "--backbone")
     try:
         block_stages, width, channels = (
             _pth_pspnet_shapes(checkpoint) if is_pth else _pspnet_shapes(checkpoint["params"])
@@ -515,9 +511,8 @@ def _pspnet_shapes(params: dict) -> tuple[list[int], int, int]:
 
 def _load_cwt(path: str, channels: int, backbone: str) -> tuple[dict, dict]:
     """The CWT parameters and inner-loop parts of a checkpoint, for `backbone`'s features."""
-    _check_exists(path, "--cwt")
     is_pth = path.endswith(".pth")
-    checkpoint = convert.read_state_dict(path) if is_pth else checkpoints.load_tree(path, "--cwt")
+    checkpoint = initialization.read_checkpoint(path, "--cwt")
     try:
         if is_pth:
             d_model = checkpoint["layer_norm.weight"].shape[0]
@@ -562,11 +557,6 @@ def _check_inner_init(inner_params: dict, inner_init: str, cwt_checkpoint: str) 
             f"--cwt={cwt_checkpoint} holds no meta-learned classifier initialisation for "
             "--inner_init=learned; pass --inner_init=torch."
         )
-
-
-def _check_exists(path: str, flag: str) -> None:
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{flag}={path} does not exist; give a .pth file or a checkpoint.")
 
 
 def read_image(path: str, flag: str) -> np.ndarray:
