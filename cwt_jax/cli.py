@@ -7,8 +7,12 @@ import sys
 
 from absl import flags
 
-# An argument of a section's optax optimiser, e.g. --config.inner.optimizer_args.b1=0.8.
-_OPTIMIZER_ARGUMENT = re.compile(r"--config\.((?:\w+\.)*optimizer_args)\.(\w+)=(.*)", re.DOTALL)
+# Overrides set once the config is read, whatever the type of the value they replace: an
+# argument of a section's optax optimiser (--config.inner.optimizer_args.b1=0.8), which the
+# config does not list, and model.layers, a depth or four block counts in either config.
+_LATE_OVERRIDE = re.compile(
+    r"--config\.((?:\w+\.)*optimizer_args\.\w+|model\.layers)=(.*)", re.DOTALL
+)
 
 
 def parse_flags(
@@ -19,9 +23,11 @@ def parse_flags(
     Config files import their shared base as `configs.common`: the folder holding the
     config file's folder goes on the import path, so a config file works from anywhere.
     `optimizer_args` overrides may name any argument of the section's optimiser, which the
-    config does not list: they are set after the config is read (and checked against the
-    optimiser's signature by `config_checks.validate`). config_flags reports a bad file or
-    key as a Python exception, which absl would print as a traceback.
+    config does not list, and `model.layers` may be a depth where the config holds block
+    counts or the reverse: both are set after the config is read, as Python literals, the
+    last of repeated ones winning (optimiser arguments are checked against the optimiser's
+    signature by `config_checks.validate`). config_flags reports a bad file or key as a
+    Python exception, which absl would print as a traceback.
 
     Args:
       config_flag: the `config_flags.DEFINE_config_file` holder.
@@ -36,20 +42,21 @@ def parse_flags(
         if not os.path.isfile(config_files[-1]):
             sys.exit(f"error: --config={config_files[-1]} does not exist; see configs/.")
         sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(config_files[-1]))))
-    optimizer_arguments = [match for match in map(_OPTIMIZER_ARGUMENT.fullmatch, argv) if match]
+    late_overrides = [match for match in map(_LATE_OVERRIDE.fullmatch, argv) if match]
     overrides = [arg.split("=")[0] for arg in argv if arg.startswith("--config.")]
-    argv = [arg for arg in argv if not _OPTIMIZER_ARGUMENT.fullmatch(arg)]
-    # config_flags reads its overrides from sys.argv: the optimiser arguments leave it too.
-    sys.argv[:] = [arg for arg in sys.argv if not _OPTIMIZER_ARGUMENT.fullmatch(arg)]
+    argv = [arg for arg in argv if not _LATE_OVERRIDE.fullmatch(arg)]
+    # config_flags reads its overrides from sys.argv: the late ones leave it too.
+    sys.argv[:] = [arg for arg in sys.argv if not _LATE_OVERRIDE.fullmatch(arg)]
     try:
         remaining = flag_values(argv)
         config = config_flag.value
-        for match in optimizer_arguments:
+        for match in late_overrides:
+            *sections, key = match.group(1).split(".")
             section = config
-            for name in match.group(1).split("."):
+            for name in sections:
                 section = section[name]
             with section.unlocked():
-                section[match.group(2)] = _literal(match.group(3))
+                section[key] = _literal(match.group(2))
     except flags.Error as error:
         sys.exit(f"error: {error}")
     except (AttributeError, KeyError) as error:

@@ -111,14 +111,18 @@ def _removed_on_error(workdir: str):
     """Removes `workdir` when a user error stops the run in the block and the run made it.
 
     Around the checks of a run's inputs, so that a run that stops on one leaves nothing
-    behind (a partly prepared dataset included).
+    behind (a partly prepared dataset included, and the folders above `workdir` that the
+    run made for it).
     """
-    existed = os.path.exists(workdir)
+    made = None  # the outermost folder the run will make
+    folder = os.path.abspath(workdir)
+    while not os.path.exists(folder):
+        made, folder = folder, os.path.dirname(folder)
     try:
         yield
     except errors.USER_ERRORS:
-        if not existed and jax.process_index() == 0:
-            shutil.rmtree(workdir, ignore_errors=True)
+        if made is not None and jax.process_index() == 0:
+            shutil.rmtree(made, ignore_errors=True)
         raise
 
 

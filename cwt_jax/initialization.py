@@ -12,13 +12,11 @@ from cwt_jax.models import PSPNet, resnet
 def pspnet(model_config) -> PSPNet:
     """The PSPNet feature extractor described by the `model` config section.
 
-    `model.layers` is a depth (50, 101) or four block counts; a one-element sequence, which
-    is what `--config.model.layers=101` gives where the config holds block counts, is read
-    as a depth.
+    `model.layers` is a depth (50, 101) or four block counts.
     """
     layers = model_config.layers
     if not isinstance(layers, int):
-        layers = tuple(layers) if len(layers) != 1 else layers[0]
+        layers = tuple(layers)
     try:
         resnet.stage_sizes(layers)
     except ValueError as error:

@@ -32,6 +32,7 @@ from cwt_jax import (
     errors,
     evaluate,
     experiment,
+    initialization,
     input_pipeline,
     metatrain,
     optimizers,
@@ -848,6 +849,26 @@ def test_command_line_takes_a_config_file_from_anywhere(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize(
+    "config_file, layers, expected",
+    [
+        ("configs/pascal_fold0_1shot.py", ["(3,4,6,3)"], (3, 4, 6, 3)),  # a depth there
+        ("configs/pascal_fold0_1shot.py", ["1,1,1,1"], (1, 1, 1, 1)),
+        ("configs/synthetic_fold0_1shot.py", ["101"], 101),  # block counts there
+        ("configs/synthetic_fold0_1shot.py", ["50", "(1,2,1,1)"], (1, 2, 1, 1)),  # last wins
+    ],
+)
+def test_model_layers_takes_a_depth_or_block_counts_in_any_config(
+    config_file, layers, expected, monkeypatch
+):
+    config = parse_command_line(
+        ["main", f"--config={REPO / config_file}", *(f"--config.model.layers={v}" for v in layers)],
+        monkeypatch,
+    )
+    assert config.model.layers == expected
+    assert initialization.pspnet(config.model).layers == expected
+
+
+@pytest.mark.parametrize(
     "argument, message",
     [
         ("--config=configs/no_such_config.py", "error: --config=configs/no_such_config.py does"),
@@ -983,7 +1004,9 @@ def test_a_failed_script_run_leaves_nothing_behind(subprocess_env, tmp_path):
         timeout=300,
     )
     assert process.returncode == 1
-    assert process.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert process.stderr.strip().splitlines()[-1].startswith(
+        f"error: PASCAL data root {tmp_path / 'no_voc'} has no folder JPEGImages/"
+    )
     assert os.listdir(tmp_path) == []
 
 

@@ -162,6 +162,12 @@ def read_list_file(root: str, list_file: str) -> list[Item]:
 
 
 def _check_root(root: str, dataset: str, folders, expected: str) -> None:
+    if not root:
+        raise DataError(
+            f"No {dataset} data root is set; set data.root (data.test_root for the test "
+            f"dataset of a cross-dataset run) to the folder that holds {expected} "
+            f"({README_HINT} for the download and layout)."
+        )
     for folder in folders:
         if not os.path.isdir(os.path.join(root, folder)):
             raise DataError(
