@@ -150,7 +150,13 @@ def run_command(command: dict, seconds: float, log) -> tuple[int, str]:
     process = subprocess.Popen(
         command["argv"],
         cwd=REPO,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **command.get("env", {})},
+        # PYTHON: the interpreter of this script runs scripts/time_eval.sh's Python too.
+        env={
+            **os.environ,
+            "PYTHON": sys.executable,
+            "PYTHONUNBUFFERED": "1",
+            **command.get("env", {}),
+        },
         stdout=subprocess.PIPE,
         stderr=log,
         text=True,

@@ -12,12 +12,13 @@
 #
 # Settings that change the model's shapes need a WORKDIR of their own. Prints the
 # evaluation's table, then one JSON line: {"eval_wall_s": seconds, "results": path of its
-# results.json}. Run from the repository root.
+# results.json}. Run from the repository root; $PYTHON (default: python) runs the Python.
 set -euo pipefail
 
 workdir=$1
 shift
 export PYTHONPATH="${PWD}${PYTHONPATH:+:${PYTHONPATH}}"  # the config files import configs.common
+python=${PYTHON:-python}
 config=configs/synthetic_fold0_1shot.py
 settings=(
   --config.model.layers=50 --config.model.width=64 --config.model.bottleneck_dim=512
@@ -28,16 +29,16 @@ settings=(
 )
 if [[ ! -d "${workdir}/weights" ]]; then
   rm -rf "${workdir}/weights.partial"  # left by an interrupted call
-  python scripts/random_weights.py --config="${config}" --output_dir="${workdir}/weights.partial" \
+  "${python}" scripts/random_weights.py --config="${config}" --output_dir="${workdir}/weights.partial" \
     "${settings[@]}"
-  python -m cwt_jax.main --config="${config}" --workdir="${workdir}/episodes" "${settings[@]}" \
+  "${python}" -m cwt_jax.main --config="${config}" --workdir="${workdir}/episodes" "${settings[@]}" \
     --config.mode=export_episodes >/dev/null  # builds the dataset
   mv "${workdir}/weights.partial" "${workdir}/weights"
 fi
 eval_dir=$(mktemp -d "${workdir}/eval.XXXXXX")
 start=${EPOCHREALTIME}
-python -m cwt_jax.main --config="${config}" --workdir="${eval_dir}" "${settings[@]}" \
+"${python}" -m cwt_jax.main --config="${config}" --workdir="${eval_dir}" "${settings[@]}" \
   --config.mode=eval --config.init.backbone="${workdir}/weights/backbone" \
   --config.init.cwt="${workdir}/weights/cwt"
-python -c 'import json, sys; print(json.dumps({"eval_wall_s": round(float(sys.argv[2]) - float(sys.argv[1]), 1), "results": sys.argv[3]}))' \
+"${python}" -c 'import json, sys; print(json.dumps({"eval_wall_s": round(float(sys.argv[2]) - float(sys.argv[1]), 1), "results": sys.argv[3]}))' \
   "${start}" "${EPOCHREALTIME}" "${eval_dir}/results.json"
