@@ -98,6 +98,9 @@ def base() -> ml_collections.ConfigDict:
     config.metatrain.optimizer_args = ml_collections.ConfigDict({"momentum": 0.9, "nesterov": True})
     config.metatrain.lr = 0.001
     config.metatrain.weight_decay = 1e-4  # coupled, as PyTorch's
+    # The learned inner-loop parts' (inner.init, inner.learn_lr) learning rate, as a
+    # multiple of metatrain.lr (the CWT's)
+    config.metatrain.inner_params_lr_scale = 1.0
     config.metatrain.val_episodes = 1000
     config.metatrain.val_source = "novel_val"  # novel_val (the original's) | base_holdout
     config.metatrain.holdout_fraction = 0.1  # base_holdout: train images kept for validation

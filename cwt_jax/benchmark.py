@@ -225,7 +225,7 @@ def benchmark_metatrain(config, model, backbone, meta_params, rng, repeats: int)
     meta_batch = config.metatrain.episodes_per_step
     mesh = sharding.data_mesh(meta_batch, "metatrain.episodes_per_step")
     train_step = metatrain.make_train_step(model, config)
-    optimizer = optimizers.from_config(config.metatrain, "metatrain")
+    optimizer = optimizers.meta_optimizer(config.metatrain)
     state = training.initial_state(meta_params, optimizer)
     meta_inputs = sharding.shard_batch(episode_batch(rng, meta_batch, shot, size), mesh)
     args = (*sharding.replicate((state, backbone), mesh), meta_inputs, key)

@@ -38,7 +38,7 @@ def validate(config) -> None:
         _at_least_one("pretrain.checkpoint_every", config.pretrain.checkpoint_every)
     if "metatrain" in stages:
         section = config.metatrain
-        optimizers.from_config(section, "metatrain")
+        optimizers.meta_optimizer(section)
         _batch("metatrain.episodes_per_step", section.episodes_per_step)
         _one_of("metatrain.inner_gradient", section.inner_gradient, fewshot.INNER_GRADIENTS)
         learned = []
@@ -55,6 +55,16 @@ def validate(config) -> None:
             raise ConfigError(
                 f"metatrain.inner_gradient={section.inner_gradient} has nothing to train: set "
                 "inner.init=learned or inner.learn_lr=True, or use none."
+            )
+        scale = section.inner_params_lr_scale
+        if isinstance(scale, bool) or not isinstance(scale, int | float) or scale <= 0:
+            raise ConfigError(
+                f"metatrain.inner_params_lr_scale={scale!r} must be a positive number."
+            )
+        if not learned and scale != 1:
+            raise ConfigError(
+                f"metatrain.inner_params_lr_scale={scale} scales nothing: set inner.init=learned "
+                "or inner.learn_lr=True, or leave it at 1."
             )
         per_epoch, per_step = section.episodes_per_epoch, section.episodes_per_step
         if per_epoch < 1 or per_epoch % per_step:

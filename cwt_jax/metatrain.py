@@ -39,7 +39,7 @@ def make_train_step(model, config):
     """
     section = config.metatrain
     inner_optimizer = optimizers.from_config(config.inner, "inner")
-    outer_optimizer = optimizers.from_config(config.metatrain, "metatrain")
+    outer_optimizer = optimizers.meta_optimizer(config.metatrain)
 
     def batch_loss(params, support_features, support_masks, query_features, query_masks, rng):
         def loss_of(episode_support_features, episode_support_masks, query, query_mask, episode):
@@ -167,7 +167,7 @@ def metatrain(
         ),
         "inner": fewshot.init_inner_params(model.bottleneck_dim, config.inner),
     }
-    state = training.initial_state(params, optimizers.from_config(section, "metatrain"))
+    state = training.initial_state(params, optimizers.meta_optimizer(section))
     train_step = make_train_step(model, config)
     # The same episodes every epoch: their feature cache (if any) is made once, when needed.
     validation_source = functools.cache(

@@ -7,6 +7,7 @@ rate with `lr` and a PyTorch-style coupled weight decay with `weight_decay`.
 
 import inspect
 
+import jax
 import optax
 
 from cwt_jax.errors import ConfigError
@@ -32,6 +33,31 @@ def from_config(
         key=key,
         **section.optimizer_args.to_dict(),
     )
+
+
+def meta_optimizer(section) -> optax.GradientTransformation:
+    """Meta-training's optimiser of the meta-parameters `{"cwt", "inner"}` (`fewshot`).
+
+    The `metatrain` section's optimiser, whose updates of the learned inner-loop parts
+    (`inner`) are scaled by `inner_params_lr_scale`: their learning rate is that multiple
+    of the CWT's. At 1 it is the section's optimiser itself, with its state.
+
+    Args:
+      section: the `metatrain` config section.
+
+    Returns:
+      The gradient transformation.
+    """
+    optimizer = from_config(section, "metatrain")
+    if section.inner_params_lr_scale == 1:
+        return optimizer
+    scaled = optax.multi_transform(
+        {"cwt": optax.identity(), "inner": optax.scale(section.inner_params_lr_scale)},
+        lambda params: {
+            part: jax.tree.map(lambda _, label=part: label, tree) for part, tree in params.items()
+        },
+    )
+    return optax.chain(optimizer, scaled)
 
 
 def build(

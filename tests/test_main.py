@@ -742,6 +742,19 @@ def error_cases(root, torch_weights, settings):
             {"mode": "metatrain", "metatrain.inner_gradient": "full"},
             ["metatrain.inner_gradient=full has nothing to train"],
         ),
+        "inner_params_lr_scale_without_learning": (
+            {"mode": "metatrain", "metatrain.inner_params_lr_scale": 10.0},
+            ["metatrain.inner_params_lr_scale=10.0 scales nothing"],
+        ),
+        "inner_params_lr_scale_not_positive": (
+            {
+                "mode": "metatrain",
+                "metatrain.inner_gradient": "full",
+                "inner.learn_lr": True,
+                "metatrain.inner_params_lr_scale": 0.0,
+            },
+            ["metatrain.inner_params_lr_scale=0.0 must be a positive number"],
+        ),
         "learned_init_from_pth": (
             {"inner.init": "learned", "init.cwt": torch_weights["cwt"]},
             ["init.cwt", "cwt.pth", "inner.init='learned'"],
@@ -780,6 +793,8 @@ def assert_no_work_done(overrides, workdir, shared_cache):
         "workdir",
         "learned_without_inner_gradient",
         "inner_gradient_without_learning",
+        "inner_params_lr_scale_without_learning",
+        "inner_params_lr_scale_not_positive",
         "learned_init_from_pth",
     ],
 )

@@ -16,7 +16,8 @@ import ml_collections
 import numpy as np
 import optax
 
-from cwt_jax import classifier, cwt, fewshot
+from configs import common
+from cwt_jax import classifier, cwt, fewshot, optimizers
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHOT, FEATURE_SIZE, CHANNELS, MASK_SIZE, HEADS = 2, 5, 8, 17, 2
@@ -187,3 +188,30 @@ def test_meta_gradient_memory_does_not_grow_with_inner_steps():
 
 def _inner_config(**values):
     return ml_collections.ConfigDict(values)
+
+
+def test_inner_params_lr_scale_scales_the_learned_parts_updates_only():
+    """`metatrain.inner_params_lr_scale`: the inner-loop parts move that multiple of what
+    they would at 1 (momentum and weight decay included), the CWT as at 1; at 1 the
+    optimiser is the section's own, so its state, and checkpoints, keep their shape."""
+    section = common.synthetic(fold=0, shot=1).metatrain
+    _, params = episode(seed=1)
+    _, grads = episode(seed=2)
+    updates = {}
+    for scale in (1.0, 10.0):
+        section.inner_params_lr_scale = scale
+        optimizer = optimizers.meta_optimizer(section)
+        state = optimizer.init(params)
+        for _ in range(2):  # the second update goes through the momentum
+            step, state = optimizer.update(grads, state, params)
+        updates[scale] = step
+        if scale == 1.0:
+            assert jax.tree.structure(state) == jax.tree.structure(
+                optimizers.from_config(section, "metatrain").init(params)
+            )
+    jax.tree.map(np.testing.assert_array_equal, updates[10.0]["cwt"], updates[1.0]["cwt"])
+    for name in ("init", "log_lr"):
+        np.testing.assert_allclose(
+            updates[10.0]["inner"][name], 10 * updates[1.0]["inner"][name], rtol=1e-6
+        )
+        assert np.abs(updates[1.0]["inner"][name]).max() > 0
