@@ -31,5 +31,10 @@ python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
   --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64 \
   --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d "${dir}" $(pinned "${binary[@]}")
 # shellcheck disable=SC2046
-python -m pip wheel -q --no-deps -w "${dir}" $(pinned "${source_only[@]}") .
+python -m pip wheel -q --no-deps -w "${dir}" $(pinned "${source_only[@]}")
+# cwt-jax from a copy of the working tree, so that the build leaves nothing in it.
+source_copy=$(mktemp -d)
+trap 'rm -rf "${source_copy}"' EXIT
+cp -r cwt_jax pyproject.toml README.md "${source_copy}"
+python -m pip wheel -q --no-deps -w "${dir}" "${source_copy}"
 du -sh "${dir}"
