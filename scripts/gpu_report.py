@@ -10,7 +10,7 @@ line goes to OUTPUT_DIR/report.jsonl (its name, return code, wall time and what 
 measured) and its output to OUTPUT_DIR/log.txt, so a run cut short still reports what it
 did. Extra `--config.key=value` arguments go to every step (a tiny model for a run on CPU).
 
-- `env`: the devices, the driver and the package versions.
+- `env`: the devices, the backend and the package versions.
 - `eval_cold`, `eval_warm`: `scripts/time_eval.sh` (ResNet-50, 473 px, 5 x 1000 1-shot
   episodes), first with an empty compilation cache, then with the cache it filled; with
   each run's mIoU and where its time went (`results.json`'s `timing`).
@@ -53,10 +53,11 @@ print(json.dumps({"devices": [device.device_kind for device in jax.devices()],
 
 
 def steps(workdir: str, settings: list[str]) -> dict[str, tuple[int, list[dict]]]:
-    """Each step's time limit in seconds and its commands: {"argv", "env"?, "reads"?}.
+    """Each step's time limit in seconds and its commands: {"argv", "env"?, "fresh"?}.
 
-    A command's "reads" names a results.json whose numbers join the step's report; a
-    command with "fresh" has that folder removed first (an empty compilation cache).
+    A command's "fresh" names a folder removed before it runs (an empty compilation
+    cache); an evaluation's results.json, which time_eval.sh prints the path of, joins the
+    step's report (`eval_numbers`).
     """
 
     def time_eval(cache: str, *extra: str, env: dict | None = None, fresh: bool) -> dict:
