@@ -1,11 +1,15 @@
 """Command-line parsing shared by the programs that take a `--config` file."""
 
 import ast
+import difflib
+import importlib.util
 import os
 import re
 import sys
 
+import ml_collections
 from absl import flags
+from flax import traverse_util
 
 # Overrides set once the config is read, whatever the type of the value they replace: an
 # argument of a section's optax optimiser (--config.inner.optimizer_args.b1=0.8), which the
@@ -59,13 +63,45 @@ def parse_flags(
                 section[key] = _literal(match.group(2))
     except flags.Error as error:
         sys.exit(f"error: {error}")
-    except (AttributeError, KeyError) as error:
-        key = str(error).strip("\"'")
-        named = [override for override in overrides if key in override.split(".")]
-        sys.exit(f"error: {' '.join(named) or key} names no config key; see configs/common.py.")
+    except (AttributeError, KeyError):
+        sys.exit(f"error: {_unknown_override(config_files[-1], overrides)}")
     except (TypeError, ValueError, OSError, ImportError) as error:
         sys.exit(f"error: {error}")
     return remaining
+
+
+def config_lines(config: ml_collections.ConfigDict) -> str:
+    """Every key of `config` with its value, one `--config.KEY=VALUE` line each, in order."""
+    flat = traverse_util.flatten_dict(config.to_dict(), sep=".")
+    return "\n".join(f"--config.{key}={value!r}" for key, value in flat.items())
+
+
+def _unknown_override(config_file: str, overrides: list[str]) -> str:
+    """The sentence naming the first `--config.a.b` override that names no key of the file.
+
+    Args:
+      config_file: the `--config` file, whose `get_config()` is read again here.
+      overrides: the `--config.a.b` parts of the command line, in order.
+    """
+    spec = importlib.util.spec_from_file_location("_config_file", config_file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config()
+    for override in overrides:
+        section, path = config, override.removeprefix("--config.").split(".")
+        for depth, name in enumerate(path):
+            if not isinstance(section, ml_collections.ConfigDict):
+                break
+            if name not in section:
+                close = difflib.get_close_matches(name, list(section), n=1)
+                if close:
+                    meant = ".".join([*path[:depth], close[0], *path[depth + 1 :]])
+                    hint = f"did you mean --config.{meant}?"
+                else:
+                    hint = "see configs/common.py for the keys."
+                return f"{override} names no config key; {hint}"
+            section = section[name]
+    return f"{' '.join(overrides)} names no config key; see configs/common.py for the keys."
 
 
 def _literal(text: str):

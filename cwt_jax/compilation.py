@@ -28,11 +28,13 @@ def use_cache(directory: str) -> None:
     """Keeps the programs this process compiles in `directory`; call it before any compile.
 
     Args:
-      directory: the cache folder, `~` expanded; empty leaves JAX's own setting (no
-        cache, unless JAX_COMPILATION_CACHE_DIR is set).
+      directory: the cache folder, `~` expanded; empty disables the cache, even where
+        JAX_COMPILATION_CACHE_DIR names one.
     """
     if not directory:
+        jax.config.update("jax_enable_compilation_cache", False)
         return
+    jax.config.update("jax_enable_compilation_cache", True)
     jax.config.update("jax_compilation_cache_dir", os.path.expanduser(directory))
     # Every program: on CPU the many short compilations add up.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

@@ -311,6 +311,7 @@ def evaluate(
         classes={class_id: names[class_id] for class_id in inputs.test_classes},
         episodes=[len(specs) for specs in runs],
         timing=timing,
+        data_fingerprint=data.fingerprint([inputs.train, inputs.val]),
     )
     if jax.process_index() == 0:
         path = os.path.join(workdir, "results.json")

@@ -5,11 +5,13 @@ Starting weights, in order: the work dir's own stage results, then `init.backbon
 """
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
 
 import jax
+from absl import logging
 
 from cwt_jax import (
     compilation,
@@ -55,8 +57,10 @@ def run(config, workdir: str) -> None:
             meta_params = initialization.load_meta_params(
                 config.init.cwt, model.bottleneck_dim, config, "init.cwt"
             )
+            _warn_on_another_shot(config.init.cwt, config.data.shot, "init.cwt")
         if config.eval.episodes and "eval" in stages:
             episode_list = data.read_episode_list(config.eval.episodes)
+        _check_stage_results(config, stages, workdir)
         inputs = sharding.in_turn(lambda: input_pipeline.prepare(config.data, config.seed, workdir))
         if episode_list is not None:
             data.check_episode_list(
@@ -83,6 +87,7 @@ def run(config, workdir: str) -> None:
             meta_params = initialization.load_meta_params(
                 path, model.bottleneck_dim, config, "init.cwt"
             )
+            _warn_on_another_shot(path, config.data.shot, "init.cwt")
         evaluate.evaluate(config, inputs, backbone, meta_params, workdir, writer, episode_list)
     finally:
         writer.close()
@@ -126,6 +131,18 @@ def _removed_on_error(workdir: str):
         raise
 
 
+def _check_stage_results(config, stages: tuple[str, ...], workdir: str) -> None:
+    """The results of the stages `config.mode` does not run and no `init.*` key replaces.
+
+    Checked before the data are prepared: a missing one stops the run at once.
+    """
+    if {"metatrain", "eval"} & set(stages) and "pretrain" not in stages:
+        if not config.init.backbone:
+            _stage_result(workdir, "pretrain", "init.backbone")
+    if "eval" in stages and "metatrain" not in stages and not config.init.cwt:
+        _stage_result(workdir, "metatrain", "init.cwt")
+
+
 def _stage_result(workdir: str, stage: str, key: str) -> str:
     path = os.path.join(workdir, stage, "best")
     if not os.path.isdir(path) or not os.listdir(path):
@@ -133,6 +150,30 @@ def _stage_result(workdir: str, stage: str, key: str) -> str:
             f"No {stage} result in {path}; set {key} to a checkpoint or run mode={stage} first."
         )
     return path
+
+
+def _warn_on_another_shot(path: str, shot: int, key: str) -> None:
+    """Warns when the CWT at `path` was meta-trained with another `data.shot` than `shot`.
+
+    A run's checkpoint folder (`<workdir>/metatrain/best`) has its stage's settings.json
+    beside it; a converted .pth file or checkpoint without one is not checked.
+    """
+    settings_path = os.path.join(os.path.dirname(os.path.normpath(path)), "settings.json")
+    if not os.path.isfile(settings_path):
+        return
+    with open(settings_path) as file:
+        trained_shot = json.load(file).get("data.shot")
+    if trained_shot is not None and trained_shot != shot:
+        logging.warning(
+            "%s=%s was meta-trained %s-shot (%s) and is evaluated %s-shot: the CWT may score "
+            "below the support-only classifier; meta-train with data.shot=%s for this setting.",
+            key,
+            path,
+            trained_shot,
+            settings_path,
+            shot,
+            shot,
+        )
 
 
 def _check_writable(workdir: str) -> None:

@@ -2,6 +2,8 @@
 
   python -m cwt_jax.main --config=configs/pascal_fold0_1shot.py --workdir=DIR \
       [--config.mode=eval] [--config.key=value ...]
+  python -m cwt_jax.main --config=configs/pascal_fold0_1shot.py [--config.key=value ...] \
+      --print_config   # every key with its value, overrides applied; runs nothing
 
 A user's mistake (a missing file, a checkpoint that does not fit, an unknown optimiser,
 an unwritable work dir) ends the run before any work with one line on stderr.
@@ -17,12 +19,23 @@ from cwt_jax import cli, errors, experiment
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
+_PRINT_CONFIG = flags.DEFINE_bool(
+    "print_config",
+    False,
+    "Print every config key with its value, as --config.KEY=VALUE lines with the overrides "
+    "applied, and exit without running anything.",
+)
 
 
 def main(argv) -> None:
     """Runs the configured mode."""
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    if _PRINT_CONFIG.value:
+        print(cli.config_lines(_CONFIG.value))
+        return
+    if _WORKDIR.value is None:
+        raise app.UsageError("Flag --workdir must have a value other than None.")
     logging.set_verbosity(logging.WARNING)  # orbax and tfds log every step at INFO
     try:
         experiment.run(_CONFIG.value, _WORKDIR.value)
@@ -38,5 +51,5 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["config", "workdir"])
+    flags.mark_flags_as_required(["config"])
     app.run(main, flags_parser=functools.partial(cli.parse_flags, _CONFIG))

@@ -138,8 +138,8 @@ def pretrain(
     workdir: str,
     writer: MetricWriter,
     resnet: dict | None,
-) -> str:
-    """Runs or resumes stage 1; returns the directory of its best checkpoint.
+) -> dict:
+    """Runs or resumes stage 1; returns the validation scores of its best checkpoint.
 
     `resnet` holds the ImageNet ResNet variables of `init.resnet` (None: random backbone).
 

@@ -2,16 +2,55 @@
 
 import importlib.metadata
 import json
+import platform
 
+import cv2
+import jax
 import numpy as np
 
-from cwt_jax import files
+from cwt_jax import data, files
 
 METHODS = ("cwt", "support_only")
 # eval.label_resolution -> the resolution of results.json's top-level numbers
 TOP_LEVEL = {"padded": "padded", "original": "original", "both": "padded"}
 LABEL_RESOLUTIONS = tuple(TOP_LEVEL)
 _BY_EPISODES = ("eval.num_runs", "eval.num_episodes")  # what an episode file replaces
+# The numerical and data stack whose versions `environment` records (distribution names).
+_PACKAGES = (
+    "jax",
+    "jaxlib",
+    "flax",
+    "optax",
+    "numpy",
+    "grain",
+    "tensorflow-datasets",
+    "orbax-checkpoint",
+)
+
+
+def environment() -> dict:
+    """The versions of Python and the numerical and data stack, and the devices.
+
+    Returns:
+      {"environment": {"python", "jax", ..., "opencv"}, "devices": {"kind", "count",
+      "platform"}}; a package that is not installed is recorded as None.
+    """
+    versions = {"python": platform.python_version()}
+    for package in _PACKAGES:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    versions["opencv"] = cv2.__version__  # any of OpenCV's four wheels
+    devices = jax.devices()
+    return {
+        "environment": versions,
+        "devices": {
+            "kind": devices[0].device_kind,
+            "count": len(devices),
+            "platform": devices[0].platform,
+        },
+    }
 
 
 def at_resolution(run: dict, label_resolution: str) -> dict:
@@ -54,6 +93,7 @@ def summarize(
     classes: dict[int, str],
     episodes: list[int],
     timing: dict[str, float],
+    data_fingerprint: str,
 ) -> dict:
     """Mean and standard deviation over runs, per-class IoU, each run's numbers, the setting.
 
@@ -66,6 +106,7 @@ def summarize(
         left out of the means and listed under `classes_without_episodes`.
       episodes: the number of episodes of each run.
       timing: where the evaluation's time went: its `wall_time_s` and any phases.
+      data_fingerprint: `data.fingerprint` of the training and evaluation splits.
 
     Returns:
       The CWT's numbers under `cwt` (`miou`, `miou_std`, `fb_iou`, `fb_iou_std`,
@@ -74,7 +115,8 @@ def summarize(
       resolution under `original_resolution`; then `protocol` (label resolution, seeds,
       episodes per run, test size, shot, aggregation), `class_names`,
       `classes_without_episodes`, `episodes`, `overridden` (the settings an episode file
-      replaces), `wall_time_s`, `timing`, `version`, `runs` and `config`.
+      replaces), `wall_time_s`, `timing`, `version`, `data` (the fingerprint and what
+      it hashes), `environment` and `devices` (`environment()`), `runs` and `config`.
     """
     cwt = _summary(runs)
     if config.eval.episodes:
@@ -98,6 +140,8 @@ def summarize(
             "episodes_per_run": episodes,
             "test_size": config.data.image_size,
             "shot": config.data.shot,
+            "inner_optimizer": config.inner.optimizer,
+            "inner_steps": config.inner.steps,
             "aggregation": "mean ± std over runs",
         },
         "class_names": {class_id: classes[class_id] for class_id in cwt["per_class_iou"]},
@@ -107,6 +151,12 @@ def summarize(
         "wall_time_s": timing["wall_time_s"],
         "timing": timing,
         "version": importlib.metadata.version("cwt-jax"),
+        "data": {
+            "fingerprint": data_fingerprint,
+            "hashed": f"the first {data.FINGERPRINT_IMAGES} images and masks of the train "
+            "and the evaluation split",
+        },
+        **environment(),
         "runs": runs,
         "config": config.to_dict(),
     }
@@ -154,10 +204,15 @@ def format_table(summary: dict, names: dict[int, str]) -> str:
     """
     several_runs = len(summary["runs"]) > 1
     protocol = summary["protocol"]
+    lines = [
+        f"{protocol['shot']}-shot, inner optimiser {protocol['inner_optimizer']} x "
+        f"{protocol['inner_steps']} steps, labels {protocol['label_resolution']}, "
+        f"{len(summary['runs'])} run(s) of {protocol['episodes_per_run'][0]} episodes; "
+        f"data fingerprint {summary['data']['fingerprint'][:16]}",
+    ]
     blocks = [(protocol["top_level"], summary)]
     if "original_resolution" in summary:
         blocks.append(("original", summary["original_resolution"]))
-    lines = []
     for resolution, numbers in blocks:
         lines.append(
             f"Labels at the padded test size ({protocol['test_size']} px):"

@@ -7,14 +7,17 @@ one core: the command-line runs go on in background threads meanwhile, on the ot
 """
 
 import json
+import logging
 import os
 import pathlib
+import re
 import shutil
 import signal
 import subprocess
 import sys
 from concurrent import futures
 
+import cv2
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -22,6 +25,7 @@ import pytest
 import torch
 import torch_reference as ref
 from absl import flags as absl_flags
+from flax import traverse_util
 from jax.experimental.compilation_cache import compilation_cache
 from ml_collections import config_flags
 
@@ -46,7 +50,7 @@ LAYERS, WIDTH, BOTTLENECK, HEADS = (1, 1, 1, 1), 8, 16, 2
 # images (the 2*32*32 rule); the model sees them at 64 px.
 TINY = {
     "seed": 0,
-    "compilation_cache_dir": "",  # the module's own cache, `compile_cache`
+    "compilation_cache_dir": "",  # set to the module's own cache by `compile_cache`
     "data.synthetic_train": 80,
     "data.synthetic_val": 60,
     "data.synthetic_size": 128,
@@ -103,7 +107,9 @@ def compile_cache(tmp_path_factory):
     directory = str(tmp_path_factory.mktemp("xla_cache"))
     compilation_cache.set_cache_dir(directory)
     compilation_cache.reset_cache()
+    TINY["compilation_cache_dir"] = directory  # every run of the module, in process or not
     yield directory
+    TINY["compilation_cache_dir"] = ""
     jax.config.update("jax_compilation_cache_dir", previous)
     compilation_cache.reset_cache()
 
@@ -557,7 +563,7 @@ def test_exported_episodes_are_evaluated_exactly_in_order(settings, converted, t
 
 
 def test_all_skips_a_finished_stage_and_eval_reads_the_stage_results(
-    pretrained, settings, tmp_path
+    pretrained, settings, tmp_path, caplog
 ):
     """Rerunning mode=all after stage 1 finished goes on with stage 2 and evaluation."""
     workdir = str(tmp_path / "run")
@@ -576,11 +582,30 @@ def test_all_skips_a_finished_stage_and_eval_reads_the_stage_results(
     assert results["config"]["mode"] == "all"
     assert 0 <= results["miou"] <= 1
 
-    experiment.run(tiny_config({**settings, "mode": "eval"}), workdir)
+    # Provenance: what was read, with what, on what.
+    assert re.fullmatch("[0-9a-f]{64}", results["data"]["fingerprint"])
+    assert results["environment"]["jax"] == jax.__version__
+    assert results["environment"]["opencv"] == cv2.__version__
+    assert results["devices"] == {
+        "kind": jax.devices()[0].device_kind,
+        "count": jax.device_count(),
+        "platform": "cpu",
+    }
+
+    with caplog.at_level(logging.WARNING):
+        experiment.run(tiny_config({**settings, "mode": "eval"}), workdir)
+    assert not [record for record in caplog.records if "meta-trained" in record.getMessage()]
     again = read_results(workdir)
     assert again["runs"] == results["runs"]
+    assert again["data"] == results["data"]
     assert again["config"]["mode"] == "eval"
     assert steps_of(os.path.join(workdir, "metatrain", "latest")) == [METATRAIN_STEPS]
+
+    # Evaluating at another shot than the CWT's meta-training warns, naming both.
+    with caplog.at_level(logging.WARNING):
+        experiment.run(tiny_config({**settings, "mode": "eval", "data.shot": 2}), workdir)
+    (warning,) = [r.getMessage() for r in caplog.records if "meta-trained" in r.getMessage()]
+    assert "meta-trained 1-shot" in warning and "evaluated 2-shot" in warning
 
 
 def test_cli_eval_on_pth_files_matches_eval_on_their_orbax_conversion(
@@ -703,8 +728,21 @@ def error_cases(root, torch_weights, settings):
     (root / "empty_folder").mkdir()
     cases = {
         "dataset_root": (
-            {"data.dataset": "pascal", "data.root": str(root / "no_voc")},
+            {
+                "data.dataset": "pascal",
+                "data.root": str(root / "no_voc"),
+                "init.backbone": torch_weights["backbone"],
+                "init.cwt": torch_weights["cwt"],
+            },
             [str(root / "no_voc")],
+        ),
+        "eval_without_stage_2": (  # a stage's missing result is found before the data
+            {"init.backbone": torch_weights["backbone"]},
+            ["No metatrain result in", "set init.cwt to a checkpoint or run mode=metatrain"],
+        ),
+        "metatrain_without_stage_1": (
+            {"mode": "metatrain"},
+            ["No pretrain result in", "set init.backbone"],
         ),
         "backbone_missing": (
             {"init.backbone": str(root / "missing.pth")},
@@ -782,6 +820,8 @@ def assert_no_work_done(overrides, workdir, shared_cache):
     "case",
     [
         "dataset_root",
+        "eval_without_stage_2",
+        "metatrain_without_stage_1",
         "backbone_missing",
         "resnet_missing",
         "backbone_misfit",
@@ -844,6 +884,29 @@ def parse_command_line(argv, monkeypatch):
     return holder.value
 
 
+def test_print_config_lists_every_key_with_the_overrides_and_runs_nothing():
+    process = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cwt_jax.main",
+            f"--config={CONFIG_FILE}",
+            "--config.inner.steps=7",
+            "--config.model.layers=(2,1,1,1)",
+            "--print_config",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert process.returncode == 0, process.stderr
+    lines = process.stdout.splitlines()
+    assert "--config.inner.steps=7" in lines and "--config.model.layers=(2, 1, 1, 1)" in lines
+    assert "--config.data.dataset='synthetic'" in lines
+    assert len(lines) == len(traverse_util.flatten_dict(common.synthetic(0, 1).to_dict()))
+
+
 def test_command_line_takes_a_config_file_from_anywhere(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     config = parse_command_line(
@@ -892,14 +955,29 @@ def test_model_layers_takes_a_depth_or_block_counts_in_any_config(
             "--config.no_section.optimizer_args.b1=1",
             "error: --config.no_section.optimizer_args.b1 names no config key",
         ),
+        (
+            "--config.inner.optimiser=adam",
+            "error: --config.inner.optimiser names no config key; did you mean "
+            "--config.inner.optimizer?",
+        ),
+        (
+            "--config.inerr.steps=3",
+            "error: --config.inerr.steps names no config key; did you mean --config.inner.steps?",
+        ),
+        (  # only the unknown key is blamed, not the valid one beside it
+            "--config.model.backbone=x --config.init.backbone=y",
+            "error: --config.model.backbone names no config key; see configs/common.py for the "
+            "keys.",
+        ),
     ],
 )
 def test_command_line_names_a_missing_file_or_key(monkeypatch, argument, message):
     monkeypatch.chdir(REPO)
     argv = ["main", argument if argument.startswith("--config=") else f"--config={CONFIG_FILE}"]
     if not argument.startswith("--config="):
-        argv.append(argument)
-    assert parse_command_line(argv, monkeypatch).startswith(message)
+        argv += argument.split()
+    error = parse_command_line(argv, monkeypatch)
+    assert error.startswith(message) and "\n" not in error and "\\" not in error
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,8 @@
 """Few-shot metrics against values worked out by hand on tiny label maps."""
 
+import importlib.metadata
+
+import jax
 import ml_collections
 import numpy as np
 import pytest
@@ -34,6 +37,7 @@ def summary_config(label_resolution, seeds=()):
         {
             "seed": 0,
             "data": {"image_size": 64, "shot": 1},
+            "inner": {"optimizer": "adam", "steps": 7},
             "eval": {"episodes": "", "seeds": seeds, "label_resolution": label_resolution},
         }
     )
@@ -55,7 +59,12 @@ def test_runs_are_averaged_and_a_class_missing_from_a_run_is_left_out_of_its_mea
     config = summary_config("padded")
     names = {1: "circle", 2: "square", 3: "triangle"}
     summary = results.summarize(
-        runs, config, classes=names, episodes=[4, 2], timing={"wall_time_s": 1.2}
+        runs,
+        config,
+        classes=names,
+        episodes=[4, 2],
+        timing={"wall_time_s": 1.2},
+        data_fingerprint="ab" * 32,
     )
     assert summary["miou"] == pytest.approx((0.6 + 0.3) / 2)
     assert summary["miou_std"] == pytest.approx(0.15)
@@ -71,7 +80,12 @@ def test_runs_are_averaged_and_a_class_missing_from_a_run_is_left_out_of_its_mea
     table = results.format_table(summary, names)
     assert "0.4500±0.1500" in table and "No episode of 3 (triangle)" in table
     one_run = results.summarize(
-        runs[:1], config, classes=names, episodes=[4], timing={"wall_time_s": 1.0}
+        runs[:1],
+        config,
+        classes=names,
+        episodes=[4],
+        timing={"wall_time_s": 1.0},
+        data_fingerprint="ab" * 32,
     )
     assert "±" not in results.format_table(one_run, names)  # no spread of a single run
 
@@ -104,6 +118,7 @@ def test_both_resolutions_are_reported_padded_first_and_the_protocol_is_recorded
             classes=names,
             episodes=[3, 3],
             timing={"wall_time_s": 1},
+            data_fingerprint="cd" * 32,
         )
         assert summary["miou"] == pytest.approx(cwt_miou) and "original_resolution" not in summary
         assert summary["protocol"]["top_level"] == top
@@ -117,6 +132,7 @@ def test_both_resolutions_are_reported_padded_first_and_the_protocol_is_recorded
         classes=names,
         episodes=[3, 3],
         timing={"wall_time_s": 1},
+        data_fingerprint="cd" * 32,
     )
     assert summary["miou"] == pytest.approx(0.6) and summary["miou_std"] == pytest.approx(0.1)
     original = summary["original_resolution"]
@@ -130,13 +146,28 @@ def test_both_resolutions_are_reported_padded_first_and_the_protocol_is_recorded
         "episodes_per_run": [3, 3],
         "test_size": 64,
         "shot": 1,
+        "inner_optimizer": "adam",
+        "inner_steps": 7,
         "aggregation": "mean ± std over runs",
     }
     assert [run["seed"] for run in summary["runs"]] == [4, 2]
     assert summary["overridden"] == {"eval.num_runs": "by eval.seeds=[4, 2]"}
+    assert summary["data"]["fingerprint"] == "cd" * 32
+    assert summary["devices"]["count"] == len(jax.devices())
+    assert {"python", "jax", "jaxlib", "flax", "optax", "numpy", "opencv", "grain"} <= set(
+        summary["environment"]
+    )
+    assert summary["environment"]["tensorflow-datasets"] == importlib.metadata.version(
+        "tensorflow-datasets"
+    )
     table = results.format_table(summary, names).splitlines()
-    assert table[0] == "Labels at the padded test size (64 px):"
+    # The setting and the data fingerprint head the table.
+    assert table[0] == (
+        "1-shot, inner optimiser adam x 7 steps, labels both, 2 run(s) of 3 episodes; "
+        "data fingerprint cdcdcdcdcdcdcdcd"
+    )
+    assert table[1] == "Labels at the padded test size (64 px):"
     assert "Labels at the original image size (PFENet's ori_resize):" in table
-    assert table[3].split() == ["mIoU", "0.6000±0.1000", "0.3000±0.1000"]
+    assert table[4].split() == ["mIoU", "0.6000±0.1000", "0.3000±0.1000"]
     assert table[-2].split() == ["mIoU", "0.6200±0.1000", "0.3200±0.1000"]
     assert results.run_scalars(runs[0])["original_cwt_miou"] == pytest.approx(0.52)

@@ -385,6 +385,22 @@ def test_a_full_evaluation_compiles_each_program_once(setup, tmp_path, caplog):
     assert second_summary["timing"]["programs"] == 0
 
 
+def test_an_empty_cache_dir_disables_the_cache_that_jax_compilation_cache_dir_names(tmp_path):
+    program = (
+        "import sys, jax; from cwt_jax import compilation; "
+        "compilation.use_cache(sys.argv[1]); jax.jit(lambda x: x * 3 + 1)(2.0).block_until_ready()"
+    )
+    env = {
+        **os.environ,
+        "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "from_env"),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    }
+    for argument in ("", str(tmp_path / "named")):
+        subprocess.run([sys.executable, "-c", program, argument], env=env, check=True)
+    assert not (tmp_path / "from_env").exists() or not os.listdir(tmp_path / "from_env")
+    assert os.listdir(tmp_path / "named")  # the named cache is written
+
+
 def test_a_second_run_reads_every_program_from_the_compilation_cache(setup, weights, tmp_path):
     """`compilation_cache_dir`: the first run fills it, the same run again adds nothing."""
     cache = tmp_path / "xla"

@@ -30,13 +30,21 @@ from cwt_jax.data.episodes import (
     write_episode_list,
 )
 from cwt_jax.data.loader import make_loader
-from cwt_jax.data.splits import MIN_CLASS_PIXELS, Split, hold_out, open_split
+from cwt_jax.data.splits import (
+    FINGERPRINT_IMAGES,
+    MIN_CLASS_PIXELS,
+    Split,
+    fingerprint,
+    hold_out,
+    open_split,
+)
 from cwt_jax.data.stage1 import base_class_dataset
 from cwt_jax.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Augmentation
 from cwt_jax.errors import DataError
 
 __all__ = [
     "CLASS_NAMES",
+    "FINGERPRINT_IMAGES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "MIN_CLASS_PIXELS",
@@ -51,6 +59,7 @@ __all__ = [
     "cross_dataset_classes",
     "episodes_from_list",
     "eval_episodes",
+    "fingerprint",
     "hold_out",
     "make_loader",
     "open_split",

@@ -212,7 +212,7 @@ def prepare_synthetic(
         seed=seed,
         num_images={"train": num_train, "val": num_val},
         image_size=image_size,
-        config=f"s{seed}_n{num_train}_{num_val}_{image_size}px",
+        config=f"s{seed}_n{num_train}_{num_val}_{image_size}px_{synthetic.GENERATOR_VERSION}",
         data_dir=data_dir,
         file_format="array_record",
     )

@@ -4,7 +4,9 @@ Records keep the files' own encoded bytes (JPEG or PNG), so no TensorFlow is nee
 write or read them; decoding happens here, in the grain workers.
 """
 
+import hashlib
 import struct
+from collections.abc import Iterable
 
 import cv2
 import numpy as np
@@ -14,6 +16,20 @@ from cwt_jax.labels import IGNORE_LABEL
 
 _JPEG_START, _JPEG_END = b"\xff\xd8", b"\xff\xd9"
 _PNG_START, _PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND"
+
+
+def fingerprint(examples: Iterable[tuple[np.ndarray, np.ndarray]]) -> str:
+    """SHA-256 (hex) of images and masks: their shapes, dtypes and pixels, in order.
+
+    Args:
+      examples: (uint8 image (H, W, 3) RGB, uint8 mask (H, W)) pairs.
+    """
+    digest = hashlib.sha256()
+    for image, mask in examples:
+        for array in (image, mask):
+            digest.update(f"{array.dtype}{array.shape}".encode())
+            digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
 
 
 def decode_image(data: bytes, name: str) -> np.ndarray:

@@ -15,6 +15,8 @@ from cwt_jax.errors import DataError
 # An image counts for a class only if the class covers this many pixels of its mask
 # (PFENet/RePRI/CWT's 2 * 32 * 32 rule, on the mask at its stored resolution).
 MIN_CLASS_PIXELS = 2 * 32 * 32
+# Images of each split that `fingerprint` hashes.
+FINGERPRINT_IMAGES = 20
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -109,6 +111,26 @@ class _Records:
 
     def __getitem__(self, index: int):
         return self.source[self.indices[index]]
+
+
+def fingerprint(splits: Sequence[Split], count: int = FINGERPRINT_IMAGES) -> str:
+    """SHA-256 (hex) of the first `count` decoded images and masks of each split, in order.
+
+    Two runs whose fingerprints agree read the same pixels (`codec.fingerprint`): for the
+    synthetic benchmark, the same generated images.
+    """
+
+    def examples():
+        for split in splits:
+            for index in range(min(count, len(split))):
+                record = split.source[index]
+                name = f"record {split.ids[index]!r} of {split.dataset}/{split.name}"
+                yield (
+                    codec.decode_image(record["image"], name),
+                    codec.decode_mask(record["mask"], name),
+                )
+
+    return codec.fingerprint(examples())
 
 
 def hold_out(split: Split, fraction: float) -> tuple[Split, Split]:

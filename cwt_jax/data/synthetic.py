@@ -5,7 +5,11 @@
 checks, dots, rings or blobs), a texture period and orientation. Images are drawn on a
 textured background with clutter (lines, small blobs, some saturated), hold 1-3 objects of
 different classes that may occlude each other, and carry a 255 band on object borders as in
-VOC. An image is a pure function of (seed, split, index).
+VOC. An image is a pure function of (seed, split, index, image_size), drawn with NumPy
+alone (polygons, ellipses, lines, colours, borders and the smooth noise's cubic
+upsampling), so no image library's version moves a pixel: OpenCV's line and ellipse
+drawing and its resize round-off differ between releases. `tests/test_data_builders.py`
+pins a fingerprint of the first images.
 
 Instances of a class differ as real objects do, in colour, texture, scale and pose: the
 hue moves up to ``_HUE_SPREAD`` around the class's, half the instances swap their two
@@ -16,13 +20,17 @@ of the query, which is what the CWT's adaptation to each query is for. Without t
 variation every instance of a class looks the same and there is nothing to adapt.
 """
 
-import cv2
+import colorsys
+
 import numpy as np
 
 from cwt_jax.data.classes import SYNTHETIC_CLASSES
 from cwt_jax.labels import IGNORE_LABEL
 
 NUM_CLASSES = len(SYNTHETIC_CLASSES)
+# Names the generator's output in a prepared dataset's config: v2 draws with NumPy (v1
+# drew with OpenCV, whose pixels moved with its version).
+GENERATOR_VERSION = "v2"
 _SPLIT_CODES = {"train": 0, "val": 1}
 _OBJECT_COUNT_PROBS = (0.4, 0.4, 0.2)  # 1, 2 or 3 objects
 _SIZE_RANGE = (0.5, 0.85)  # object box side / image side; large enough for the 2*32*32 rule
@@ -62,10 +70,34 @@ def generate_example(seed: int, split: str, index: int, image_size: int):
         image[shape] = texture[shape]
         label[shape] = class_index + 1
     image = np.clip(image + rng.normal(0, 4, image.shape), 0, 255).astype(np.uint8)
-    kernel = np.ones((3, 3), np.uint8)
-    border = cv2.dilate(label, kernel) != cv2.erode(label, kernel)
-    label[border] = IGNORE_LABEL
+    label[_borders(label)] = IGNORE_LABEL
     return image, label
+
+
+def _borders(label):
+    """Pixels whose 3x3 neighbourhood (within the image) holds more than one label."""
+    size = label.shape[0]
+    padded = np.pad(label, 1, mode="edge")
+    windows = [padded[dy : dy + size, dx : dx + size] for dy in range(3) for dx in range(3)]
+    return np.max(windows, axis=0) != np.min(windows, axis=0)
+
+
+def _pixel_grid(size):
+    """The (S, S) float64 x and y coordinates of the pixel centres."""
+    yy, xx = np.mgrid[0:size, 0:size]
+    return xx.astype(np.float64), yy.astype(np.float64)
+
+
+def _inside_polygon(points, size):
+    """(S, S) bool: pixel centres inside the polygon `points` (N, 2) of (x, y), even-odd."""
+    xx, yy = _pixel_grid(size)
+    inside = np.zeros((size, size), bool)
+    for (x0, y0), (x1, y1) in zip(points, np.roll(points, -1, axis=0), strict=True):
+        if y0 == y1:
+            continue
+        crosses = (y0 > yy) != (y1 > yy)
+        inside ^= crosses & (xx < x0 + (yy - y0) * (x1 - x0) / (y1 - y0))
+    return inside
 
 
 def _place_object(rng, class_index, label):
@@ -145,12 +177,13 @@ assert len(_SHAPES) == NUM_CLASSES
 
 
 def _shape_mask(class_index, size, centre, side, angle):
-    rotation = cv2.getRotationMatrix2D((0, 0), angle, side / 2)[:, :2]
-    canvas = np.zeros((size, size), np.uint8)
+    radians = np.deg2rad(angle)
+    cos, sin = np.cos(radians) * side / 2, np.sin(radians) * side / 2
+    rotation = np.array([[cos, sin], [-sin, cos]])  # counter-clockwise on screen
+    canvas = np.zeros((size, size), bool)
     for polygon, value in _SHAPES[class_index]:
-        points = polygon @ rotation.T + centre
-        cv2.fillPoly(canvas, [np.round(points * 16).astype(np.int32)], value, shift=4)
-    return canvas.astype(bool)
+        canvas[_inside_polygon(polygon @ rotation.T + centre, size)] = value
+    return canvas
 
 
 def _size_boost(class_index):
@@ -164,13 +197,33 @@ _SIZE_BOOST = tuple(_size_boost(c) for c in range(NUM_CLASSES))
 
 
 def _hsv_to_rgb(hue, saturation, value):
-    hsv = np.array([[[hue % 1 * 180, saturation * 255, value * 255]]], np.float32)
-    return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32)
+    return np.array(colorsys.hsv_to_rgb(hue % 1, saturation, value), np.float32) * 255
+
+
+def _cubic_matrix(in_size: int, out_size: int) -> np.ndarray:
+    """(out_size, in_size) float64 matrix of a bicubic resize (Keys, a = -0.75).
+
+    Half-pixel centres and replicated borders, as OpenCV's INTER_CUBIC: output pixel i
+    samples the input at (i + 0.5) * in_size / out_size - 0.5.
+    """
+    source = (np.arange(out_size) + 0.5) * (in_size / out_size) - 0.5
+    lower = np.floor(source)
+    fraction = source - lower
+    a = -0.75
+    distances = np.stack([1 + fraction, fraction, 1 - fraction, 2 - fraction], 1)  # (out, 4)
+    near = ((a + 2) * distances - (a + 3)) * distances**2 + 1
+    far = ((a * distances - 5 * a) * distances + 8 * a) * distances - 4 * a
+    weights = np.where(distances <= 1, near, far)
+    taps = np.clip(lower[:, None].astype(np.int64) + np.arange(-1, 3), 0, in_size - 1)
+    matrix = np.zeros((out_size, in_size))
+    np.add.at(matrix, (np.arange(out_size)[:, None], taps), weights)
+    return matrix
 
 
 def _smooth_noise(rng, size, cells):
     grid = rng.random((cells, cells)).astype(np.float32)
-    return cv2.resize(grid, (size, size), interpolation=cv2.INTER_CUBIC)
+    matrix = _cubic_matrix(cells, size)
+    return (matrix @ grid.astype(np.float64) @ matrix.T).astype(np.float32)
 
 
 def _appearance(rng, class_index, size, centre):
@@ -211,12 +264,30 @@ def _background(rng, size):
     for _ in range(rng.integers(6, 16)):
         saturated = rng.random() < 0.3
         colour = _hsv_to_rgb(rng.random(), rng.uniform(0.6, 1) if saturated else 0.15, rng.random())
-        colour = tuple(float(c) for c in colour)
         x, y = rng.integers(0, size, 2)
         if rng.random() < 0.5:
-            end = (int(x + rng.integers(-40, 40)), int(y + rng.integers(-40, 40)))
-            cv2.line(image, (int(x), int(y)), end, colour, int(rng.integers(1, 3)))
+            end = (x + rng.integers(-40, 40), y + rng.integers(-40, 40))
+            image[_on_segment((x, y), end, int(rng.integers(1, 3)), size)] = colour
         else:
-            axes = (int(rng.integers(2, 7)), int(rng.integers(2, 7)))
-            cv2.ellipse(image, (int(x), int(y)), axes, rng.uniform(0, 180), 0, 360, colour, -1)
+            axes = rng.integers(2, 7, 2)
+            image[_inside_ellipse((x, y), axes, rng.uniform(0, 180), size)] = colour
     return image.astype(np.float32)
+
+
+def _on_segment(start, end, thickness, size):
+    """(S, S) bool: pixel centres within thickness / 2 of the segment start-end, (x, y)."""
+    xx, yy = _pixel_grid(size)
+    (x0, y0), (x1, y1) = start, end
+    length2 = max((x1 - x0) ** 2 + (y1 - y0) ** 2, 1)
+    t = np.clip(((xx - x0) * (x1 - x0) + (yy - y0) * (y1 - y0)) / length2, 0, 1)
+    return np.hypot(xx - x0 - t * (x1 - x0), yy - y0 - t * (y1 - y0)) <= thickness / 2
+
+
+def _inside_ellipse(centre, axes, angle, size):
+    """(S, S) bool: pixel centres inside the ellipse of half-axes `axes`, turned `angle`°."""
+    xx, yy = _pixel_grid(size)
+    radians = np.deg2rad(angle)
+    dx, dy = xx - centre[0], yy - centre[1]
+    along = dx * np.cos(radians) + dy * np.sin(radians)
+    across = -dx * np.sin(radians) + dy * np.cos(radians)
+    return (along / axes[0]) ** 2 + (across / axes[1]) ** 2 <= 1
