@@ -16,39 +16,23 @@ import json
 import resource
 import sys
 import time
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
-from cwt_jax import (
-    classifier,
-    cli,
-    cwt,
-    errors,
-    evaluate,
-    feature_cache,
-    fewshot,
-    initialization,
-    metatrain,
-    models,
-    optimizers,
-    pretrain,
-    sharding,
-    training,
-)
-from cwt_jax.labels import IGNORE_LABEL
+from cwt_jax import cli, errors, models, optimizers, sharding
+from cwt_jax.data.labels import IGNORE_LABEL
+from cwt_jax.evaluation import evaluate, feature_cache
+from cwt_jax.fewshot import classifier, episode, inner
+from cwt_jax.models import cwt
+from cwt_jax.training import loop, metatrain, pretrain
 
 # What `--stages` can name, in the order they are measured.
 STAGES = ("eval", "metatrain", "pretrain")
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
-_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed calls per measurement, after one warm-up.")
-_STAGES = flags.DEFINE_multi_enum(
-    "stages", list(STAGES), list(STAGES), "Stages to measure; repeat the flag for several."
-)
 
 
 def timed(step, *args, repeats: int) -> tuple[float, float]:
@@ -104,11 +88,12 @@ def peak_memory_bytes() -> int:
 def benchmark(config, repeats: int, stages: tuple[str, ...] = STAGES) -> dict:
     """Measures the `stages` asked for; see the module docstring."""
     rng = np.random.default_rng(config.seed)
-    model = initialization.pspnet(config.model)
+    model = models.from_config(config.model)
+    inner_loop = inner.from_config(config)
     backbone = models.init_variables(model, jax.random.key(0))
     meta_params = {
         "cwt": cwt.init(jax.random.key(1), model.bottleneck_dim, config.cwt.heads),
-        "inner": fewshot.init_inner_params(model.bottleneck_dim, config.inner),
+        "inner": inner.init_inner_params(model.bottleneck_dim, config.inner),
     }
     results = {
         "device": jax.devices()[0].device_kind,
@@ -120,16 +105,18 @@ def benchmark(config, repeats: int, stages: tuple[str, ...] = STAGES) -> dict:
         "dtype": config.model.dtype,
     }
     if "eval" in stages:
-        results |= benchmark_eval(config, model, backbone, meta_params, rng, repeats)
+        results |= benchmark_eval(config, model, inner_loop, backbone, meta_params, rng, repeats)
     if "metatrain" in stages:
-        results |= benchmark_metatrain(config, model, backbone, meta_params, rng, repeats)
+        results |= benchmark_metatrain(
+            config, model, inner_loop, backbone, meta_params, rng, repeats
+        )
     if "pretrain" in stages:
         results |= benchmark_pretrain(config, model, rng, repeats)
     results["peak_memory_bytes"] = peak_memory_bytes()
     return results
 
 
-def benchmark_eval(config, model, backbone, meta_params, rng, repeats: int) -> dict:
+def benchmark_eval(config, model, inner_loop, backbone, meta_params, rng, repeats: int) -> dict:
     """Evaluation with and without the feature cache, the backbone alone and their FLOPs."""
     size, shot = config.data.image_size, config.data.shot
     key = jax.random.key(2)
@@ -140,10 +127,10 @@ def benchmark_eval(config, model, backbone, meta_params, rng, repeats: int) -> d
     variables, params = sharding.replicate((backbone, meta_params), mesh)
     # Evaluation's two programs (the backbone's, then `evaluate.make_scores`), one by one.
     images = (batch["support_images"], batch["query_image"])
-    features_step = functools.partial(fewshot.episode_features, model)
+    features_step = functools.partial(episode.episode_features, model)
     backbone_compile_s, backbone_s = timed(features_step, variables, *images, repeats=repeats)
     support_features, query_features = features_step(variables, *images)
-    scores = evaluate.make_scores(model, config.inner)
+    scores = evaluate.make_scores(model, inner_loop)
     features = {
         "support_features": support_features,
         "support_masks": batch["support_masks"],
@@ -199,7 +186,7 @@ def benchmark_eval(config, model, backbone, meta_params, rng, repeats: int) -> d
     results["backbone_flops_per_image"] = backbone_flops / (batch_size * (shot + 1))
     results["backbone_flop_per_s"] = backbone_flops / backbone_s
     step_flops = backbone_flops + program_flops(scores, params, features, key)
-    inner_optimizer = optimizers.from_config(config.inner, "inner")
+    inner_optimizer = inner_loop.optimizer
 
     @jax.jit
     def inner_update(weights, features, masks):
@@ -218,15 +205,17 @@ def benchmark_eval(config, model, backbone, meta_params, rng, repeats: int) -> d
     return results
 
 
-def benchmark_metatrain(config, model, backbone, meta_params, rng, repeats: int) -> dict:
+def benchmark_metatrain(
+    config, model, inner_loop, backbone, meta_params, rng, repeats: int
+) -> dict:
     """Meta-training steps: episodes/s and compile time."""
     size, shot = config.data.image_size, config.data.shot
     key = jax.random.key(3)
     meta_batch = config.metatrain.episodes_per_step
     mesh = sharding.data_mesh(meta_batch, "metatrain.episodes_per_step")
-    train_step = metatrain.make_train_step(model, config)
+    train_step = metatrain.make_train_step(model, inner_loop, config)
     optimizer = optimizers.meta_optimizer(config.metatrain)
-    state = training.initial_state(meta_params, optimizer)
+    state = loop.new_train_state(meta_params, optimizer)
     meta_inputs = sharding.shard_batch(episode_batch(rng, meta_batch, shot, size), mesh)
     args = (*sharding.replicate((state, backbone), mesh), meta_inputs, key)
     compile_s, meta_s = timed(train_step, *args, repeats=repeats)
@@ -259,16 +248,30 @@ def benchmark_pretrain(config, model, rng, repeats: int) -> dict:
     }
 
 
-def main(argv) -> None:
+def define_flags(flag_values: flags.FlagValues) -> None:
+    """The command's flags: defined only when this module runs as a program."""
+    cli.define_config_flag(flag_values)
+    flags.DEFINE_integer(
+        "repeats", 5, "Timed calls per measurement, after one warm-up.", flag_values=flag_values
+    )
+    flags.DEFINE_multi_enum(
+        "stages",
+        list(STAGES),
+        list(STAGES),
+        "Stages to measure; repeat the flag for several.",
+        flag_values=flag_values,
+    )
+
+
+def main(argv: Sequence[str], flag_values: flags.FlagValues) -> None:
     """Prints the benchmark of the config as JSON."""
     del argv
     try:
-        measured = benchmark(_CONFIG.value, _REPEATS.value, tuple(_STAGES.value))
+        measured = benchmark(flag_values.config, flag_values.repeats, tuple(flag_values.stages))
         print(json.dumps(measured, indent=1))
     except errors.ConfigError as error:
         sys.exit(f"error: {error}")
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["config"])
-    app.run(main, flags_parser=functools.partial(cli.parse_flags, _CONFIG))
+    cli.run(main, define_flags)

@@ -1,15 +1,23 @@
-"""Command-line parsing shared by the programs that take a `--config` file."""
+"""Command-line parsing shared by the four programs (main, predict, convert, benchmark).
+
+Each program defines its flags in a `define_flags(flag_values)` of its own, called only
+when it runs as a program, and runs with `cli.run(main, define_flags)`: the flags are
+parsed by `parse_flags` and a bad command line ends the program with one line.
+"""
 
 import ast
 import difflib
+import functools
 import importlib.util
 import os
 import re
 import sys
+from collections.abc import Callable, Sequence
 
 import ml_collections
-from absl import flags
+from absl import app, flags
 from flax import traverse_util
+from ml_collections import config_flags
 
 # Overrides set once the config is read, whatever the type of the value they replace: an
 # argument of a section's optax optimiser (--config.inner.optimizer_args.b1=0.8), which the
@@ -19,12 +27,34 @@ _LATE_OVERRIDE = re.compile(
 )
 
 
-def parse_flags(
-    config_flag, argv: list[str], flag_values: flags.FlagValues = flags.FLAGS
-) -> list[str]:
-    """Parses the command line; a missing config file or key ends the run with one line.
+def run(
+    main: Callable[[Sequence[str], flags.FlagValues], None],
+    define_flags: Callable[[flags.FlagValues], None],
+) -> None:
+    """Runs a program: defines its flags, parses the command line and calls `main`.
 
-    Config files import their shared base as `configs.common`: the folder holding the
+    Args:
+      main: `main(argv, flag_values)`, given the arguments left after the flags.
+      define_flags: defines the program's flags on the registry it is given.
+    """
+    define_flags(flags.FLAGS)
+    app.run(functools.partial(main, flag_values=flags.FLAGS), flags_parser=parse_flags)
+
+
+def define_config_flag(flag_values: flags.FlagValues) -> None:
+    """The `--config` flag of the programs that run a config file, required."""
+    config_flags.DEFINE_config_file(
+        "config", None, "Config file.", lock_config=True, flag_values=flag_values
+    )
+    flags.mark_flag_as_required("config", flag_values=flag_values)
+
+
+def parse_flags(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS) -> list[str]:
+    """Parses the command line; a bad flag, config file or key ends the run with one line.
+
+    A missing or invalid flag is reported on one line (absl gives one per missing flag).
+    For the programs with a `--config` flag (`define_config_flag`): config files
+    import their shared base as `configs.common`: the folder holding the
     config file's folder goes on the import path, so a config file works from anywhere.
     `optimizer_args` overrides may name any argument of the section's optimiser, which the
     config does not list, and `model.layers` may be a depth where the config holds block
@@ -34,13 +64,17 @@ def parse_flags(
     Python exception, which absl would print as a traceback.
 
     Args:
-      config_flag: the `config_flags.DEFINE_config_file` holder.
       argv: the command line.
       flag_values: the registry of the program's flags.
 
     Returns:
       The arguments left after the flags.
     """
+    if "config" not in flag_values:
+        try:
+            return flag_values(argv)
+        except flags.Error as error:
+            sys.exit(f"error: {' '.join(str(error).splitlines())}")
     config_files = [arg.split("=", 1)[1] for arg in argv if arg.startswith("--config=")]
     if config_files:
         if not os.path.isfile(config_files[-1]):
@@ -53,7 +87,7 @@ def parse_flags(
     sys.argv[:] = [arg for arg in sys.argv if not _LATE_OVERRIDE.fullmatch(arg)]
     try:
         remaining = flag_values(argv)
-        config = config_flag.value
+        config = flag_values["config"].value
         for match in late_overrides:
             *sections, key = match.group(1).split(".")
             section = config
@@ -62,12 +96,32 @@ def parse_flags(
             with section.unlocked():
                 section[key] = _literal(match.group(2))
     except flags.Error as error:
-        sys.exit(f"error: {error}")
+        sys.exit(f"error: {' '.join(str(error).splitlines())}")
     except (AttributeError, KeyError):
         sys.exit(f"error: {_unknown_override(config_files[-1], overrides)}")
     except (TypeError, ValueError, OSError, ImportError) as error:
         sys.exit(f"error: {error}")
     return remaining
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """`configs/common.py`'s `base()`: the defaults of the programs without a `--config`.
+
+    Read from the source tree cwt-jax is installed from (`pip install -e .`), beside the
+    package.
+    """
+    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "common.py")
+    if not os.path.isfile(path):
+        sys.exit(f"error: {path} does not exist; install cwt-jax from its source tree.")
+    return _module(path, "_base_config").base()
+
+
+def _module(path: str, name: str):
+    """The Python module of a file, imported under `name`."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def config_lines(config: ml_collections.ConfigDict) -> str:
@@ -83,10 +137,7 @@ def _unknown_override(config_file: str, overrides: list[str]) -> str:
       config_file: the `--config` file, whose `get_config()` is read again here.
       overrides: the `--config.a.b` parts of the command line, in order.
     """
-    spec = importlib.util.spec_from_file_location("_config_file", config_file)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
+    config = _module(config_file, "_config_file").get_config()
     for override in overrides:
         section, path = config, override.removeprefix("--config.").split(".")
         for depth, name in enumerate(path):

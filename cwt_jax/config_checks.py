@@ -2,8 +2,11 @@
 
 import jax
 
-from cwt_jax import feature_cache, fewshot, initialization, metatrain, optimizers, results
+from cwt_jax import models, optimizers
 from cwt_jax.errors import ConfigError
+from cwt_jax.evaluation import feature_cache, results
+from cwt_jax.fewshot import inner
+from cwt_jax.training import metatrain
 
 MODES = ("pretrain", "metatrain", "eval", "all", "export_episodes")
 # The stages each mode runs, in order; a stage is skipped when its `init.*` key is given.
@@ -25,9 +28,9 @@ def validate(config) -> None:
     if config.mode not in MODES:
         raise ConfigError(f"mode={config.mode!r} is not one of {', '.join(MODES)}.")
     stages = STAGES[config.mode]
-    initialization.pspnet(config.model)
-    optimizers.from_config(config.inner, "inner")
-    _one_of("inner.init", config.inner.init, fewshot.CLASSIFIER_INITS)
+    models.from_config(config.model)
+    inner.from_config(config)  # the inner optimiser and its arguments
+    _one_of("inner.init", config.inner.init, inner.CLASSIFIER_INITS)
     if not isinstance(config.inner.learn_lr, bool):
         raise ConfigError(f"inner.learn_lr={config.inner.learn_lr!r} must be True or False.")
     _at_least_one("inner.steps", config.inner.steps)
@@ -40,7 +43,7 @@ def validate(config) -> None:
         section = config.metatrain
         optimizers.meta_optimizer(section)
         _batch("metatrain.episodes_per_step", section.episodes_per_step)
-        _one_of("metatrain.inner_gradient", section.inner_gradient, fewshot.INNER_GRADIENTS)
+        _one_of("metatrain.inner_gradient", section.inner_gradient, inner.INNER_GRADIENTS)
         learned = []
         if config.inner.init == "learned":
             learned.append("inner.init=learned")

@@ -1,309 +1,60 @@
-"""Conversion of PyTorch checkpoints (.pth) to the pytrees of cwt-jax, by parameter name.
+"""Command line: converts a PyTorch checkpoint (.pth) to an orbax checkpoint.
 
-Three formats are read:
-  * PSPNet checkpoints released with CWT and RePRI: `{"state_dict": {...}}`, keys possibly
-    prefixed `module.`, the stem as `layer0.{0,1,3,4,6,7}`, `ppm.features.{i}.{1,2}`,
-    `bottleneck.{0,1}` and the base `classifier` (not converted);
-  * CWT transformer checkpoints: `w_qkvs.weight`, `fc.weight`, `fc.bias`, `layer_norm.*`;
-  * ImageNet deep-base ResNets (`resnet50_v2.pth` layout: `conv1`, `bn1`, ..., `layer4`,
-    `fc` not converted), to initialise stage-1 training.
-
-Conversion is strict: every missing, unexpected or mis-shaped key is reported by name.
-
-Command line:
   python -m cwt_jax.convert --format=pspnet --layers=50 --input=model.pth --output=DIR
+
+The conversion itself is `cwt_jax.weights.pytorch`'s; a user's mistake (a missing file,
+a checkpoint of another architecture, an existing output) ends the command with one line.
 """
 
-import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-import flax.traverse_util
-import jax
-import numpy as np
-from absl import app, flags
+from absl import flags
 
-from cwt_jax import checkpoints, cwt
-from cwt_jax.errors import USER_ERRORS, ConversionError
-from cwt_jax.models import pspnet, resnet
-
-_STEM_CONVS = {"conv1": 0, "conv2": 3, "conv3": 6}
-_STEM_NORMS = {"bn1": 1, "bn2": 4, "bn3": 7}
-_LEAF_NAMES = {
-    "kernel": "weight",
-    "scale": "weight",
-    "bias": "bias",
-    "mean": "running_mean",
-    "var": "running_var",
-}
-_NOT_CONVERTED = re.compile(r"(^|\.)num_batches_tracked$")
+from cwt_jax import cli
+from cwt_jax.errors import USER_ERRORS
+from cwt_jax.weights import checkpoints, pytorch
 
 
-def load_pspnet(path: str, layers: int | Sequence[int]) -> dict:
-    """Converts a PSPNet checkpoint to eval-ready flax variables of `PSPNet`.
-
-    The ResNet width and feature channels are read from the file's stem and bottleneck.
-
-    Args:
-      path: .pth file.
-      layers: ResNet depth (50 or 101) or four block counts.
-
-    Returns:
-      `{"params": ..., "batch_stats": ...}` for `cwt_jax.models.PSPNet`.
-    """
-    return pspnet_from_state_dict(read_state_dict(path), layers, path)
-
-
-def pspnet_from_state_dict(
-    state: dict[str, np.ndarray], layers: int | Sequence[int], path: str
-) -> dict:
-    """`load_pspnet` of a state dict already read (`read_state_dict`).
-
-    Args:
-      state: parameter name -> array.
-      layers: ResNet depth (50 or 101) or four block counts.
-      path: the file it was read from, for error messages.
-
-    Returns:
-      `{"params": ..., "batch_stats": ...}` for `cwt_jax.models.PSPNet`.
-    """
-    width = _shape_of(state, "layer0.0.weight", path)[0]
-    bottleneck_dim = _shape_of(state, "bottleneck.0.weight", path)[0]
-    model = pspnet.PSPNet(layers=layers, width=width, bottleneck_dim=bottleneck_dim)
-    expected = jax.eval_shape(lambda: resnet.init_variables(model, jax.random.key(0)))
-    return _convert(state, expected, _pspnet_key, {"classifier.weight"}, path, f"PSPNet-{layers}")
-
-
-def load_resnet(path: str, layers: int | Sequence[int]) -> dict:
-    """Converts an ImageNet deep-base ResNet to flax variables of `DilatedResNet`.
-
-    Args:
-      path: .pth file in the `resnet50_v2.pth` layout.
-      layers: ResNet depth (50 or 101) or four block counts.
-
-    Returns:
-      `{"params": ..., "batch_stats": ...}` for the PSPNet's `backbone` submodule.
-    """
-    state = read_state_dict(path)
-    width = _shape_of(state, "conv1.weight", path)[0]
-    model = resnet.DilatedResNet(layers=layers, width=width)
-    expected = jax.eval_shape(lambda: resnet.init_variables(model, jax.random.key(0)))
-    return _convert(
-        state, expected, _resnet_key, {"fc.weight", "fc.bias"}, path, f"ResNet-{layers}"
+def define_flags(flag_values: flags.FlagValues) -> None:
+    """The command's flags: defined only when this module runs as a program."""
+    flags.DEFINE_enum(
+        "format",
+        None,
+        ["pspnet", "cwt", "resnet"],
+        "Kind of checkpoint.",
+        flag_values=flag_values,
     )
-
-
-def load_cwt(path: str) -> dict:
-    """Converts a CWT transformer checkpoint; the number of heads is read from the shapes.
-
-    Args:
-      path: .pth file of CWT's `MultiHeadAttentionOne`.
-
-    Returns:
-      Parameters for `cwt_jax.cwt.apply`.
-    """
-    return cwt_from_state_dict(read_state_dict(path), path)
-
-
-def cwt_from_state_dict(state: dict[str, np.ndarray], path: str) -> dict:
-    """`load_cwt` of a state dict already read (`read_state_dict`).
-
-    Args:
-      state: parameter name -> array.
-      path: the file it was read from, for error messages.
-
-    Returns:
-      Parameters for `cwt_jax.cwt.apply`.
-    """
-    d_model = _shape_of(state, "layer_norm.weight", path)[0]
-    projection = _shape_of(state, "w_qkvs.weight", path)[0]
-    if projection % d_model:
-        raise ConversionError(
-            f"{path}: w_qkvs.weight has {projection} rows, not a multiple of the "
-            f"{d_model} channels of layer_norm.weight; this is not a CWT checkpoint."
-        )
-    expected = jax.eval_shape(lambda: cwt.init(jax.random.key(0), d_model, projection // d_model))
-    return _convert(state, {"params": expected}, _cwt_key, set(), path, "CWT")["params"]
-
-
-def read_state_dict(path: str) -> dict[str, np.ndarray]:
-    """Reads the tensors of a .pth file as NumPy arrays, without `module.` prefixes.
-
-    Args:
-      path: .pth file holding a state dict, or a dict with one under "state_dict".
-
-    Returns:
-      Parameter name -> float32 array (integer buffers keep their dtype).
-    """
-    try:
-        import torch
-    except ImportError as error:
-        raise ImportError(
-            "Reading .pth files needs PyTorch; install it with `pip install 'cwt-jax[torch]'`."
-        ) from error
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError as error:
-        raise FileNotFoundError(f"{path} does not exist; check the checkpoint path.") from error
-    except Exception as error:
-        raise ConversionError(f"{path} is not a readable PyTorch checkpoint: {error}") from error
-    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
-        loaded = loaded["state_dict"]
-    if not isinstance(loaded, dict) or not all(torch.is_tensor(v) for v in loaded.values()):
-        raise ConversionError(
-            f"{path} holds no state dict of tensors (directly or under 'state_dict')."
-        )
-    return {
-        key.removeprefix("module."): tensor.detach()
-        .numpy()
-        .astype(np.float32 if tensor.is_floating_point() else tensor.numpy().dtype)
-        for key, tensor in loaded.items()
-    }
-
-
-def _shape_of(state: dict, key: str, path: str) -> tuple[int, ...]:
-    if key not in state:
-        raise ConversionError(f"{path} has no key '{key}'; is it the right kind of checkpoint?")
-    return state[key].shape
-
-
-def _convert(
-    state: dict[str, np.ndarray],
-    expected,
-    torch_key: Callable[[tuple[str, ...]], str],
-    known_extra: set[str],
-    path: str,
-    model_name: str,
-) -> dict:
-    """Fills the shapes of `expected` from `state`, reporting every misfit by name."""
-    arrays, used, missing, misshaped = {}, set(), [], []
-    for flax_path, target in flax.traverse_util.flatten_dict(expected).items():
-        name = torch_key(flax_path)
-        if name not in state:
-            missing.append(name)
-            continue
-        used.add(name)
-        array = _to_flax_layout(state[name])
-        if array.shape != target.shape:
-            misshaped.append(
-                f"{name} {state[name].shape} (expected {_to_torch_shape(target.shape)})"
-            )
-        arrays[flax_path] = array
-    unexpected = sorted(
-        key
-        for key in state
-        if key not in used and key not in known_extra and not _NOT_CONVERTED.search(key)
+    flags.DEFINE_string("input", None, "PyTorch .pth file.", flag_values=flag_values)
+    flags.DEFINE_string(
+        "output", None, "Orbax checkpoint directory to create.", flag_values=flag_values
     )
-    problems = [
-        f"{label} {_name_list(keys)}"
-        for label, keys in [
-            ("missing keys", missing),
-            ("unexpected keys", unexpected),
-            ("mis-shaped keys", misshaped),
-        ]
-        if keys
-    ]
-    if problems:
-        raise ConversionError(
-            f"{path} does not fit {model_name}: {'; '.join(problems)}; check the model "
-            "depth and that the file is the right kind of checkpoint."
-        )
-    return flax.traverse_util.unflatten_dict(arrays)
-
-
-def _name_list(keys: list[str], shown: int = 10) -> str:
-    """Sorted, comma-separated names, the tail summarised past `shown` of them."""
-    keys = sorted(keys)
-    more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
-    return ", ".join(keys[:shown]) + more
-
-
-def _to_flax_layout(array: np.ndarray) -> np.ndarray:
-    """PyTorch (out, in, kh, kw) convolutions and (out, in) linears to flax kernels."""
-    if array.ndim == 4:
-        return array.transpose(2, 3, 1, 0)
-    if array.ndim == 2:
-        return array.T
-    return array
-
-
-def _to_torch_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
-    if len(shape) == 4:
-        return (shape[3], shape[2], shape[0], shape[1])
-    if len(shape) == 2:
-        return (shape[1], shape[0])
-    return tuple(shape)
-
-
-def _resnet_module_name(names: Sequence[str]) -> str:
-    """Module path inside `DilatedResNet` -> PyTorch name, stem excluded."""
-    layer, block, module = names
-    module = module.replace("downsample_conv", "downsample.0").replace(
-        "downsample_bn", "downsample.1"
+    flags.DEFINE_string(
+        "layers",
+        "50",
+        "ResNet depth (50, 101) or four comma-separated counts.",
+        flag_values=flag_values,
     )
-    return f"{layer}.{block.removeprefix('block')}.{module}"
+    flags.mark_flags_as_required(["format", "input", "output"], flag_values=flag_values)
 
 
-def _resnet_key(flax_path: tuple[str, ...]) -> str:
-    """ImageNet ResNet name of a `DilatedResNet` variable."""
-    _, *modules, leaf = flax_path
-    if modules[0] == "layer0":
-        return f"{modules[1]}.{_LEAF_NAMES[leaf]}"
-    return f"{_resnet_module_name(modules)}.{_LEAF_NAMES[leaf]}"
-
-
-def _pspnet_key(flax_path: tuple[str, ...]) -> str:
-    """PSPNet checkpoint name of a `PSPNet` variable."""
-    _, top, *modules, leaf = flax_path
-    if top == "backbone" and modules[0] == "layer0":
-        index = {**_STEM_CONVS, **_STEM_NORMS}[modules[1]]
-        name = f"layer0.{index}"
-    elif top == "backbone":
-        name = _resnet_module_name(modules)
-    elif top == "ppm":
-        kind, index = re.fullmatch(r"(conv|bn)(\d+)", modules[0]).groups()
-        name = f"ppm.features.{index}.{1 if kind == 'conv' else 2}"
-    else:
-        name = {"bottleneck_conv": "bottleneck.0", "bottleneck_bn": "bottleneck.1"}[top]
-    return f"{name}.{_LEAF_NAMES[leaf]}"
-
-
-def _cwt_key(flax_path: tuple[str, ...]) -> str:
-    """CWT checkpoint name of a transformer parameter."""
-    _, module, leaf = flax_path
-    return f"{module}.{_LEAF_NAMES[leaf]}"
-
-
-FLAGS = flags.FLAGS
-
-
-def main(argv: Sequence[str]) -> None:
+def main(argv: Sequence[str], flag_values: flags.FlagValues) -> None:
     """Converts one .pth file and writes it as an orbax checkpoint."""
     del argv
-    layers = [int(count) for count in FLAGS.layers.split(",")]
+    layers = [int(count) for count in flag_values.layers.split(",")]
     layers = layers[0] if len(layers) == 1 else layers
     try:
-        if FLAGS.format == "pspnet":
-            tree = load_pspnet(FLAGS.input, layers)
-        elif FLAGS.format == "resnet":
-            tree = load_resnet(FLAGS.input, layers)
+        if flag_values.format == "pspnet":
+            tree = pytorch.load_pspnet(flag_values.input, layers)
+        elif flag_values.format == "resnet":
+            tree = pytorch.load_resnet(flag_values.input, layers)
         else:
-            tree = {"params": load_cwt(FLAGS.input)}
-        checkpoints.save_tree(FLAGS.output, tree)
+            tree = {"params": pytorch.load_cwt(flag_values.input)}
+        checkpoints.save_tree(flag_values.output, tree)
     except (OSError, *USER_ERRORS) as error:
         sys.exit(f"error: {error}")
-    print(f"Wrote the {FLAGS.format} weights of {FLAGS.input} to {FLAGS.output}")
-
-
-def _define_flags() -> None:
-    """The command line's flags: defined only when this module runs as a program."""
-    flags.DEFINE_enum("format", None, ["pspnet", "cwt", "resnet"], "Kind of checkpoint.")
-    flags.DEFINE_string("input", None, "PyTorch .pth file.")
-    flags.DEFINE_string("output", None, "Orbax checkpoint directory to create.")
-    flags.DEFINE_string("layers", "50", "ResNet depth (50, 101) or four comma-separated counts.")
-    flags.mark_flags_as_required(["format", "input", "output"])
+    print(f"Wrote the {flag_values.format} weights of {flag_values.input} to {flag_values.output}")
 
 
 if __name__ == "__main__":
-    _define_flags()
-    app.run(main)
+    cli.run(main, define_flags)

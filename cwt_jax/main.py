@@ -9,47 +9,54 @@ A user's mistake (a missing file, a checkpoint that does not fit, an unknown opt
 an unwritable work dir) ends the run before any work with one line on stderr.
 """
 
-import functools
 import sys
+from collections.abc import Sequence
 
 from absl import app, flags, logging
-from ml_collections import config_flags
 
 from cwt_jax import cli, errors, experiment
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
-_PRINT_CONFIG = flags.DEFINE_bool(
-    "print_config",
-    False,
-    "Print every config key with its value, as --config.KEY=VALUE lines with the overrides "
-    "applied, and exit without running anything.",
-)
+
+def define_flags(flag_values: flags.FlagValues) -> None:
+    """The command's flags: defined only when this module runs as a program."""
+    cli.define_config_flag(flag_values)
+    flags.DEFINE_string(
+        "workdir",
+        None,
+        "Directory for checkpoints, metrics and results.",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_bool(
+        "print_config",
+        False,
+        "Print every config key with its value, as --config.KEY=VALUE lines with the "
+        "overrides applied, and exit without running anything.",
+        flag_values=flag_values,
+    )
 
 
-def main(argv) -> None:
+def main(argv: Sequence[str], flag_values: flags.FlagValues) -> None:
     """Runs the configured mode."""
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    if _PRINT_CONFIG.value:
-        print(cli.config_lines(_CONFIG.value))
+    config, workdir = flag_values.config, flag_values.workdir
+    if flag_values.print_config:
+        print(cli.config_lines(config))
         return
-    if _WORKDIR.value is None:
+    if workdir is None:
         raise app.UsageError("Flag --workdir must have a value other than None.")
     logging.set_verbosity(logging.WARNING)  # orbax and tfds log every step at INFO
     try:
-        experiment.run(_CONFIG.value, _WORKDIR.value)
+        experiment.run(config, workdir, report=print)
     except errors.USER_ERRORS as error:
         sys.exit(f"error: {error}")
     except KeyboardInterrupt:
         print(
-            f"\ninterrupted: rerun the same command to resume from {_WORKDIR.value}'s last "
-            "checkpoint.",
+            f"\ninterrupted: rerun the same command to resume from {workdir}'s last checkpoint.",
             file=sys.stderr,
         )
         sys.exit(130)
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["config"])
-    app.run(main, flags_parser=functools.partial(cli.parse_flags, _CONFIG))
+    cli.run(main, define_flags)

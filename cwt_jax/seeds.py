@@ -1,7 +1,7 @@
 """Randomness of a run: one root key from `config.seed`, one stream folded in per purpose.
 
 The training stages fold the step into their stream's key, and each episode's classifier
-initialisation and dropout come from `fewshot.episode_keys` of that. An evaluation run
+initialisation and dropout come from `fewshot.episode.episode_keys` of that. An evaluation run
 has a seed of its own (`eval.seeds`, or `config.seed + r` for run r): its key is
 `key(run seed, Stream.EVALUATION)` and its episodes are sampled with the run seed, so a
 seed gives the same run wherever it stands among the seeds. Episode sampling and

@@ -6,11 +6,11 @@ each process loads its share of a batch (grain shards by process) and
 `jax.make_array_from_process_local_data` assembles the global array.
 """
 
-import logging
 import math
 
 import jax
 import numpy as np
+from absl import logging
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 

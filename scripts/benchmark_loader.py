@@ -58,7 +58,7 @@ def main(argv):
     with tempfile.TemporaryDirectory() as tmp:
         root = os.path.join(tmp, "VOC2012")
         make_voc_like_tree(root, _NUM_IMAGES.value)
-        dataset_dir = data.prepare_pascal(root, os.path.join(tmp, "tfds"))
+        dataset_dir = data.prepare_pascal(root, os.path.join(tmp, "tfds"), report=print)
         val, train = data.open_split(dataset_dir, "val"), data.open_split(dataset_dir, "train")
         fold = data.class_split("pascal", 0)
         # One warm-up batch is skipped, so each setting draws one batch more.

@@ -3,7 +3,7 @@
   python scripts/inner_gradient_memory.py [--channels=512] [--feature_size=60] \
       [--mask_size=473] [--shot=1] [--steps=20,200]
 
-Prints XLA's temporary memory of `jax.grad` of `fewshot.episode_loss` with respect to
+Prints XLA's temporary memory of `jax.grad` of `episode.episode_loss` with respect to
 the CWT, a learned initialisation and learned log learning rates, compiled for the
 default device at the given shapes (the defaults are PASCAL-5i's at ResNet-50, 473 px);
 nothing is run. Meta-training's step needs this per episode.
@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import optax
 from absl import app, flags
 
-from cwt_jax import cwt, fewshot
+from cwt_jax.fewshot import episode, inner
+from cwt_jax.models import cwt
 
 _CHANNELS = flags.DEFINE_integer("channels", 512, "Feature channels C.")
 _FEATURE_SIZE = flags.DEFINE_integer("feature_size", 60, "Side of the feature maps.")
@@ -37,18 +38,23 @@ def temp_mebibytes(inner_gradient: str, steps: int) -> float:
         "inner": {"init": jnp.zeros((2, channels)), "log_lr": jnp.zeros((2, channels))},
     }
 
+    inner_loop = inner.InnerLoop(
+        optimizer=optax.sgd(0.1),
+        steps=steps,
+        init="learned",
+        learn_lr=True,
+        gradient=inner_gradient,
+    )
+
     def loss(params, support_features, support_masks, query_features, query_mask):
-        return fewshot.episode_loss(
-            params["cwt"],
+        return episode.episode_loss(
+            params,
             support_features,
             support_masks,
             query_features,
             query_mask,
             params["inner"]["init"],
-            optimizer=optax.sgd(0.1),
-            steps=steps,
-            log_learning_rate=params["inner"]["log_lr"],
-            inner_gradient=inner_gradient,
+            inner_loop,
         )
 
     compiled = jax.jit(jax.grad(loss)).lower(params, *arrays).compile()
@@ -58,7 +64,7 @@ def temp_mebibytes(inner_gradient: str, steps: int) -> float:
 def main(argv) -> None:
     """Prints one line per mode and step count."""
     del argv
-    for inner_gradient in fewshot.INNER_GRADIENTS:
+    for inner_gradient in inner.INNER_GRADIENTS:
         for steps in map(int, _STEPS.value):
             mebibytes = temp_mebibytes(inner_gradient, steps)
             print(f"{inner_gradient:<12} {steps:>4} steps: {mebibytes:8.3f} MiB")

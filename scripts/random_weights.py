@@ -10,14 +10,15 @@ not depend on them):
 The PSPNet's batch-norm statistics are the initial ones (mean 0, variance 1).
 """
 
-import functools
 import os
 
 import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from cwt_jax import checkpoints, cli, cwt, initialization, models, seeds
+from cwt_jax import cli, models, seeds
+from cwt_jax.models import cwt
+from cwt_jax.weights import checkpoints
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Directory to create for both checkpoints.")
@@ -27,7 +28,7 @@ def main(argv) -> None:
     """Writes `<output_dir>/backbone` and `<output>/cwt`."""
     del argv
     config = _CONFIG.value
-    model = initialization.pspnet(config.model)
+    model = models.from_config(config.model)
     backbone_key, cwt_key = jax.random.split(seeds.key(config.seed, seeds.Stream.INIT))
     checkpoints.save_tree(
         os.path.join(_OUTPUT_DIR.value, "backbone"), models.init_variables(model, backbone_key)
@@ -39,4 +40,4 @@ def main(argv) -> None:
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["config", "output_dir"])
-    app.run(main, flags_parser=functools.partial(cli.parse_flags, _CONFIG))
+    app.run(main, flags_parser=cli.parse_flags)

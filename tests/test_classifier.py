@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch_reference as ref
 
-from cwt_jax import classifier, compilation, losses
+from cwt_jax import compilation
+from cwt_jax.fewshot import classifier, losses
 
 SHOT, SIZE, CHANNELS = 2, 41, 16
 

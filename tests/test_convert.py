@@ -11,8 +11,9 @@ import pytest
 import torch
 import torch_reference as ref
 
-from cwt_jax import checkpoints, convert, cwt, errors, models
-from cwt_jax.models import PSPNet, resnet
+from cwt_jax import errors, models
+from cwt_jax.models import PSPNet, cwt, resnet
+from cwt_jax.weights import checkpoints, pytorch
 
 BLOCKS, WIDTH, BOTTLENECK = (1, 2, 1, 1), 8, 16
 
@@ -29,10 +30,10 @@ def save(path, state, wrap=True):
 
 def test_pspnet_loads_with_module_prefix_and_bare_dicts(tmp_path):
     state = pspnet_state()
-    prefixed = convert.load_pspnet(
+    prefixed = pytorch.load_pspnet(
         save(tmp_path / "a.pth", {f"module.{k}": v for k, v in state.items()}), BLOCKS
     )
-    bare = convert.load_pspnet(save(tmp_path / "b.pth", state, wrap=False), BLOCKS)
+    bare = pytorch.load_pspnet(save(tmp_path / "b.pth", state, wrap=False), BLOCKS)
     assert jax.tree.all(jax.tree.map(np.array_equal, prefixed, bare))
     stem_kernel = prefixed["params"]["backbone"]["layer0"]["conv1"]["kernel"]
     np.testing.assert_array_equal(
@@ -58,7 +59,7 @@ def test_pspnet_misfits_name_the_key(tmp_path, edit, message):
     state = pspnet_state()
     edit(state)
     with pytest.raises(errors.ConversionError) as error:
-        convert.load_pspnet(save(tmp_path / "bad.pth", state), BLOCKS)
+        pytorch.load_pspnet(save(tmp_path / "bad.pth", state), BLOCKS)
     assert message in str(error.value)
 
 
@@ -67,9 +68,9 @@ def test_pspnet_of_other_depth_is_refused(tmp_path):
     with pytest.raises(
         errors.ConversionError, match=r"missing keys layer2\.2\.bn1\.bias, .* and 5 more"
     ):
-        convert.load_pspnet(path, (1, 3, 1, 1))
+        pytorch.load_pspnet(path, (1, 3, 1, 1))
     with pytest.raises(errors.ConversionError, match=r"unexpected keys layer2\.1\.bn1\.bias"):
-        convert.load_pspnet(path, (1, 1, 1, 1))
+        pytorch.load_pspnet(path, (1, 1, 1, 1))
 
 
 def test_extract_features_refuses_variables_of_another_architecture():
@@ -87,16 +88,16 @@ def test_extract_features_refuses_variables_of_another_architecture():
 
 def test_unreadable_files_are_reported(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing.pth does not exist"):
-        convert.load_pspnet(str(tmp_path / "nothing.pth"), 50)
+        pytorch.load_pspnet(str(tmp_path / "nothing.pth"), 50)
     (tmp_path / "text.pth").write_text("not a checkpoint")
     with pytest.raises(errors.ConversionError, match="text.pth is not a readable PyTorch"):
-        convert.load_cwt(str(tmp_path / "text.pth"))
+        pytorch.load_cwt(str(tmp_path / "text.pth"))
     torch.save({"epoch": 1}, tmp_path / "empty.pth")
     with pytest.raises(errors.ConversionError, match="empty.pth holds no state dict"):
-        convert.load_cwt(str(tmp_path / "empty.pth"))
+        pytorch.load_cwt(str(tmp_path / "empty.pth"))
     torch.save({"state_dict": {"fc.weight": torch.zeros(2, 2)}}, tmp_path / "other.pth")
     with pytest.raises(errors.ConversionError, match="other.pth has no key 'layer0.0.weight'"):
-        convert.load_pspnet(str(tmp_path / "other.pth"), 50)
+        pytorch.load_pspnet(str(tmp_path / "other.pth"), 50)
 
 
 def test_imagenet_resnet_matches_pytorch_layer4(tmp_path):
@@ -105,7 +106,7 @@ def test_imagenet_resnet_matches_pytorch_layer4(tmp_path):
     imagenet = ref.DeepBaseResNet(BLOCKS, WIDTH)
     with torch.no_grad():
         ref.randomize_batch_norm(imagenet, torch.Generator().manual_seed(1))
-    variables = convert.load_resnet(
+    variables = pytorch.load_resnet(
         save(tmp_path / "resnet.pth", imagenet.state_dict(), False), BLOCKS
     )
     net = ref.PSPNet(BLOCKS, WIDTH, BOTTLENECK, resnet=imagenet).eval()
@@ -121,13 +122,13 @@ def test_imagenet_resnet_matches_pytorch_layer4(tmp_path):
 
 def test_imagenet_resnet_refuses_a_pspnet_file(tmp_path):
     with pytest.raises(errors.ConversionError, match="has no key 'conv1.weight'"):
-        convert.load_resnet(save(tmp_path / "psp.pth", pspnet_state()), BLOCKS)
+        pytorch.load_resnet(save(tmp_path / "psp.pth", pspnet_state()), BLOCKS)
 
 
 @pytest.mark.parametrize("heads", [1, 4])
 def test_cwt_heads_are_read_from_shapes(tmp_path, heads):
     transformer = ref.MultiHeadAttentionOne(heads, 32)
-    params = convert.load_cwt(save(tmp_path / "cwt.pth", transformer.state_dict()))
+    params = pytorch.load_cwt(save(tmp_path / "cwt.pth", transformer.state_dict()))
     assert params["w_qkvs"]["kernel"].shape == (32, heads * 32)
     np.testing.assert_array_equal(params["fc"]["kernel"], transformer.fc.weight.detach().numpy().T)
     weights, query = np.random.RandomState(0).randn(2, 2, 32).astype(np.float32)
@@ -141,11 +142,11 @@ def test_cwt_misfits_are_reported(tmp_path):
     state = dict(ref.MultiHeadAttentionOne(2, 32).state_dict())
     state["w_qkvs.weight"] = torch.zeros(50, 32)
     with pytest.raises(errors.ConversionError, match="w_qkvs.weight has 50 rows"):
-        convert.load_cwt(save(tmp_path / "rows.pth", state))
+        pytorch.load_cwt(save(tmp_path / "rows.pth", state))
     state = dict(ref.MultiHeadAttentionOne(2, 32).state_dict())
     del state["fc.bias"]
     with pytest.raises(errors.ConversionError, match="missing keys fc.bias"):
-        convert.load_cwt(save(tmp_path / "bias.pth", state))
+        pytorch.load_cwt(save(tmp_path / "bias.pth", state))
 
 
 def test_command_line_writes_orbax_checkpoint(tmp_path):
@@ -161,7 +162,7 @@ def test_command_line_writes_orbax_checkpoint(tmp_path):
     )
     assert first.stdout.splitlines() == [f"Wrote the pspnet weights of {source} to {output}"]
     restored = checkpoints.load_tree(str(output))
-    direct = convert.load_pspnet(source, BLOCKS)
+    direct = pytorch.load_pspnet(source, BLOCKS)
     assert jax.tree.all(jax.tree.map(np.array_equal, restored, direct))
     model = PSPNet(BLOCKS, WIDTH, BOTTLENECK)
     assert model.apply(restored, jnp.zeros((1, 17, 17, 3))).shape == (1, 3, 3, BOTTLENECK)

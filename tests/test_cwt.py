@@ -4,7 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cwt_jax import compilation, cwt
+from cwt_jax import compilation
+from cwt_jax.models import cwt
 
 CHANNELS, HEADS = 16, 4
 
@@ -50,7 +51,7 @@ def test_dropout_only_in_training():
     evaluated = cwt.apply(params, weights, features)
     no_rate = cwt.apply(params, weights, features, dropout_rng=jax.random.key(0))
     np.testing.assert_allclose(no_rate, evaluated, rtol=1e-5, atol=1e-6)
-    rates = {"dropout_rate": 0.5, "attention_dropout_rate": 0.1}
+    rates = {"dropout": cwt.Dropout(rate=0.5, attention_rate=0.1)}
     first = cwt.apply(params, weights, features, dropout_rng=jax.random.key(0), **rates)
     second = cwt.apply(params, weights, features, dropout_rng=jax.random.key(1), **rates)
     assert not np.allclose(first, evaluated) and not np.allclose(first, second)

@@ -30,17 +30,11 @@ from jax.experimental.compilation_cache import compilation_cache
 from ml_collections import config_flags
 
 from configs import common
-from cwt_jax import (
-    checkpoints,
-    cli,
-    errors,
-    evaluate,
-    experiment,
-    initialization,
-    input_pipeline,
-    metatrain,
-    optimizers,
-)
+from cwt_jax import cli, errors, experiment, models, optimizers
+from cwt_jax.data import input_pipeline
+from cwt_jax.evaluation import evaluate
+from cwt_jax.training import metatrain
+from cwt_jax.weights import checkpoints
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG_FILE = "configs/synthetic_fold0_1shot.py"
@@ -495,7 +489,7 @@ def test_a_seed_gives_its_run_wherever_it_stands_and_both_resolutions_are_report
         "eval.seeds": (3, 0),
         "eval.label_resolution": "both",
     }
-    experiment.run(tiny_config(overrides), str(workdir))
+    experiment.run(tiny_config(overrides), str(workdir), report=print)
     results, default = read_results(workdir), read_results(converted_eval[0])
     assert [run["seed"] for run in results["runs"]] == [3, 0]
     assert default["runs"][0]["seed"] == 0
@@ -676,7 +670,9 @@ def test_rerun_of_a_finished_stage_names_the_settings_that_changed(
     workdir = str(tmp_path / "run")
     shutil.copytree(pretrained, workdir)
     lines = read_metrics(workdir)
-    experiment.run(tiny_config({**settings, "mode": "pretrain", "pretrain.lr": 0.05}), workdir)
+    experiment.run(
+        tiny_config({**settings, "mode": "pretrain", "pretrain.lr": 0.05}), workdir, report=print
+    )
     assert capsys.readouterr().out.splitlines()[-2:] == [
         f"pretrain in {workdir}/pretrain is finished: reusing it, although these settings "
         "differ from its own: pretrain.lr (0.02 there, 0.05 now).",
@@ -878,7 +874,7 @@ def parse_command_line(argv, monkeypatch):
     holder = config_flags.DEFINE_config_file("config", None, "", flag_values=values)
     monkeypatch.setattr(sys, "argv", list(argv))  # config_flags reads its overrides there
     try:
-        cli.parse_flags(holder, list(argv), values)
+        cli.parse_flags(list(argv), values)
     except SystemExit as exit:
         return str(exit)
     return holder.value
@@ -943,7 +939,7 @@ def test_model_layers_takes_a_depth_or_block_counts_in_any_config(
         monkeypatch,
     )
     assert config.model.layers == expected
-    assert initialization.pspnet(config.model).layers == expected
+    assert models.from_config(config.model).layers == expected
 
 
 @pytest.mark.parametrize(

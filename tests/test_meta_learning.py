@@ -17,13 +17,15 @@ import numpy as np
 import optax
 
 from configs import common
-from cwt_jax import classifier, cwt, fewshot, optimizers
+from cwt_jax import optimizers
+from cwt_jax.fewshot import classifier, episode, inner
+from cwt_jax.models import cwt
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHOT, FEATURE_SIZE, CHANNELS, MASK_SIZE, HEADS = 2, 5, 8, 17, 2
 
 
-def episode(dtype=np.float32, seed=0):
+def random_episode(dtype=np.float32, seed=0):
     """Support and query features and masks of a random episode, and meta-parameters."""
     rng = np.random.RandomState(seed)
     support_masks = (rng.rand(SHOT, MASK_SIZE, MASK_SIZE) > 0.6).astype(np.int32)
@@ -45,17 +47,21 @@ def episode(dtype=np.float32, seed=0):
 
 def meta_loss(params, arrays, *, inner_gradient, steps=8, optimizer=None):
     """One episode's loss as meta-training's step computes it, dropout off."""
-    return fewshot.episode_loss(
-        params["cwt"],
+    inner_loop = inner.InnerLoop(
+        optimizer=optimizer or optax.sgd(0.5, momentum=0.9),
+        steps=steps,
+        init="learned",
+        learn_lr=True,
+        gradient=inner_gradient,
+    )
+    return episode.episode_loss(
+        params,
         arrays["support_features"],
         arrays["support_masks"],
         arrays["query_features"],
         arrays["query_mask"],
         params["inner"]["init"],
-        optimizer=optimizer or optax.sgd(0.5, momentum=0.9),
-        steps=steps,
-        log_learning_rate=params["inner"]["log_lr"],
-        inner_gradient=inner_gradient,
+        inner_loop,
     )
 
 
@@ -66,7 +72,7 @@ def test_full_meta_gradient_matches_finite_differences():
     (CWT, initialisation, log learning rates) against the gradient's inner product.
     """
     with jax.enable_x64(True):
-        arrays, params = episode(np.float64)
+        arrays, params = random_episode(np.float64)
         loss = jax.jit(lambda p: meta_loss(p, arrays, inner_gradient="full"))
         grads = jax.grad(loss)(params)
         rng = np.random.RandomState(1)
@@ -103,11 +109,11 @@ def test_first_order_meta_gradient_is_its_definition():
     g_T * (w_T - w_0). The CWT's gradient is the same whichever way the inner loop is
     differentiated.
     """
-    arrays, params = episode()
+    arrays, params = random_episode()
     optimizer = optax.sgd(0.5, momentum=0.9)
     grads = {
         mode: jax.grad(meta_loss)(params, arrays, inner_gradient=mode, optimizer=optimizer)
-        for mode in fewshot.INNER_GRADIENTS
+        for mode in inner.INNER_GRADIENTS
     }
     fitted = classifier.fit(
         arrays["support_features"],
@@ -140,9 +146,9 @@ def test_first_order_meta_gradient_is_its_definition():
 
 def test_a_zero_log_learning_rate_is_the_configured_rate():
     """Meta-SGD starts from `inner.lr`: the learned factors start at exp(0) = 1."""
-    arrays, params = episode()
-    inner = fewshot.init_inner_params(CHANNELS, _inner_config(init="learned", learn_lr=True))
-    assert set(inner) == {"init", "log_lr"}
+    arrays, params = random_episode()
+    learned = inner.init_inner_params(CHANNELS, _inner_config(init="learned", learn_lr=True))
+    assert set(learned) == {"init", "log_lr"}
 
     def fit(**kwargs):
         return classifier.fit(
@@ -154,9 +160,9 @@ def test_a_zero_log_learning_rate_is_the_configured_rate():
             **kwargs,
         )
 
-    np.testing.assert_array_equal(fit(log_learning_rate=inner["log_lr"]), fit())
-    np.testing.assert_array_equal(inner["init"], 0.0)
-    assert fewshot.init_inner_params(CHANNELS, _inner_config(init="torch", learn_lr=False)) == {}
+    np.testing.assert_array_equal(fit(log_learning_rate=learned["log_lr"]), fit())
+    np.testing.assert_array_equal(learned["init"], 0.0)
+    assert inner.init_inner_params(CHANNELS, _inner_config(init="torch", learn_lr=False)) == {}
 
 
 def test_meta_gradient_memory_does_not_grow_with_inner_steps():
@@ -180,9 +186,9 @@ def test_meta_gradient_memory_does_not_grow_with_inner_steps():
     for line in process.stdout.splitlines():
         mode, steps, _, value, _ = line.split()
         mebibytes[mode, int(steps)] = float(value)
-    assert {mode for mode, _ in mebibytes} == set(fewshot.INNER_GRADIENTS)
+    assert {mode for mode, _ in mebibytes} == set(inner.INNER_GRADIENTS)
     one_map = size * size * 4 / 2**20
-    for mode in fewshot.INNER_GRADIENTS:
+    for mode in inner.INNER_GRADIENTS:
         assert mebibytes[mode, 100] - mebibytes[mode, 10] < 90 * one_map / 8, mode
 
 
@@ -195,8 +201,8 @@ def test_inner_params_lr_scale_scales_the_learned_parts_updates_only():
     they would at 1 (momentum and weight decay included), the CWT as at 1; at 1 the
     optimiser is the section's own, so its state, and checkpoints, keep their shape."""
     section = common.synthetic(fold=0, shot=1).metatrain
-    _, params = episode(seed=1)
-    _, grads = episode(seed=2)
+    _, params = random_episode(seed=1)
+    _, grads = random_episode(seed=2)
     updates = {}
     for scale in (1.0, 10.0):
         section.inner_params_lr_scale = scale

@@ -7,7 +7,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from cwt_jax import metrics, results
+from cwt_jax.evaluation import metrics, results
 
 
 def test_intersection_and_union_count_pixels_and_skip_ignored_ones():

@@ -8,9 +8,10 @@ import pytest
 import torch
 import torch_reference as ref
 
-from cwt_jax import classifier, convert, cwt, fewshot
-from cwt_jax.models import extract_features
+from cwt_jax.fewshot import classifier, episode, inner
+from cwt_jax.models import cwt, extract_features
 from cwt_jax.models.pspnet import PyramidBottleneck
+from cwt_jax.weights import pytorch
 
 IMAGE_SIZE = 57  # features of 8 x 8
 STEPS, LR = 200, 0.1
@@ -33,7 +34,7 @@ def reference(request, tmp_path_factory):
     images = np.random.RandomState(layers).randn(6, IMAGE_SIZE, IMAGE_SIZE, 3).astype(np.float32)
     with torch.no_grad():
         torch_features = net.extract_features(torch.from_numpy(images).permute(0, 3, 1, 2))
-    variables = convert.load_pspnet(str(path), layers)
+    variables = pytorch.load_pspnet(str(path), layers)
     jax_features = extract_features(variables, jnp.asarray(images), layers=layers)
     masks = (np.random.RandomState(1).rand(6, IMAGE_SIZE, IMAGE_SIZE) > 0.7).astype(np.int64)
     masks[:, :4] = 255
@@ -80,7 +81,7 @@ def test_episode_matches(reference, shot, tmp_path, record_property):
         transformer.layer_norm.bias.normal_(0, 0.1)
     path = tmp_path / "cwt.pth"
     torch.save({"state_dict": transformer.state_dict()}, path)
-    params = convert.load_cwt(str(path))
+    params = pytorch.load_cwt(str(path))
 
     torch_query = torch.nn.functional.normalize(
         torch.from_numpy(reference["torch_features"][5:]).permute(0, 3, 1, 2), dim=1
@@ -133,7 +134,7 @@ def test_pyramid_bottleneck_is_a_convolution_of_the_upsampled_concatenation():
 
 @pytest.mark.parametrize("shot", [1, 5])
 def test_metatrain_gradient_matches_the_original_training_step(shot, tmp_path):
-    """`jax.grad` of `fewshot.episode_loss` is `src/train.py`'s transformer gradient.
+    """`jax.grad` of `episode.episode_loss` is `src/train.py`'s transformer gradient.
 
     Dropout off, the same initial classifier weights, a transformer whose parameters are
     all moved away from their initialisation.
@@ -164,18 +165,24 @@ def test_metatrain_gradient_matches_the_original_training_step(shot, tmp_path):
     )
     torch.save(transformer.state_dict(), tmp_path / "cwt.pth")
     torch.save(torch_grads, tmp_path / "grads.pth")
-    params = convert.load_cwt(str(tmp_path / "cwt.pth"))
-    expected = convert.load_cwt(str(tmp_path / "grads.pth"))  # gradients in the JAX layout
-    loss, grads = jax.value_and_grad(fewshot.episode_loss)(
-        params,
-        jnp.asarray(support_features),
-        jnp.asarray(support_masks),
-        jnp.asarray(query_features),
-        jnp.asarray(query_mask),
-        jnp.asarray(init),
-        optimizer=optax.sgd(LR),
-        steps=STEPS,
+    params = pytorch.load_cwt(str(tmp_path / "cwt.pth"))
+    expected = pytorch.load_cwt(str(tmp_path / "grads.pth"))  # gradients in the JAX layout
+    inner_loop = inner.InnerLoop(
+        optimizer=optax.sgd(LR), steps=STEPS, init="torch", learn_lr=False, gradient="none"
     )
+
+    def loss_of(cwt_params):
+        return episode.episode_loss(
+            {"cwt": cwt_params, "inner": {}},
+            jnp.asarray(support_features),
+            jnp.asarray(support_masks),
+            jnp.asarray(query_features),
+            jnp.asarray(query_mask),
+            jnp.asarray(init),
+            inner_loop,
+        )
+
+    loss, grads = jax.value_and_grad(loss_of)(params)
     scale = max(float(np.abs(leaf).max()) for leaf in jax.tree.leaves(expected))
     assert abs(float(loss) - torch_loss) <= 1e-5 * torch_loss
     flat_expected = dict(jax.tree_util.tree_leaves_with_path(expected))

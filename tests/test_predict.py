@@ -20,8 +20,14 @@ import torch
 import torch_reference as ref
 from absl import flags
 
-from cwt_jax import checkpoints, compilation, convert, cwt, data, evaluate, models, predict, seeds
+from configs import common
+from cwt_jax import compilation, data, models, predict, seeds
 from cwt_jax.data import transforms
+from cwt_jax.evaluation import evaluate
+from cwt_jax.fewshot import inner
+from cwt_jax.models import cwt
+from cwt_jax.predict import command, image_files
+from cwt_jax.weights import checkpoints, pytorch
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 LAYERS, WIDTH, BOTTLENECK, HEADS = (1, 1, 1, 1), 8, 16, 2
@@ -46,8 +52,8 @@ def weights(tmp_path_factory):
     paths = {name: str(directory / f"{name}.pth") for name in ("backbone", "cwt")}
     torch.save({"state_dict": pspnet.state_dict()}, paths["backbone"])
     torch.save(ref.MultiHeadAttentionOne(HEADS, BOTTLENECK).state_dict(), paths["cwt"])
-    backbone = convert.load_pspnet(paths["backbone"], LAYERS)
-    cwt_params = convert.load_cwt(paths["cwt"])
+    backbone = pytorch.load_pspnet(paths["backbone"], LAYERS)
+    cwt_params = pytorch.load_cwt(paths["cwt"])
     paths["backbone_orbax"], paths["cwt_orbax"] = str(directory / "b"), str(directory / "c")
     checkpoints.save_tree(paths["backbone_orbax"], backbone)
     checkpoints.save_tree(paths["cwt_orbax"], {"params": cwt_params})
@@ -61,6 +67,13 @@ def val_split(tmp_path_factory):
         str(tmp_path_factory.mktemp("tfds")), seed=0, num_train=4, num_val=8, image_size=SIZE
     )
     return data.open_split(dataset_dir, "val")
+
+
+def settings_of(**changes):
+    """The command's default settings (`configs/common.py`'s) at SIZE px, STEPS x LR."""
+    return predict.Settings.from_config(
+        common.base(), image_size=SIZE, inner_steps=STEPS, inner_lr=LR, **changes
+    )
 
 
 def uint8_example(split, index):
@@ -84,9 +97,7 @@ def test_predictions_on_padded_size_images_equal_evaluations(model, weights, val
     threshold run vmapped over 4 queries in both.
     """
     backbone, cwt_params, _ = weights
-    settings = predict.Settings(
-        image_size=SIZE, class_id=CLASS, inner_steps=STEPS, inner_lr=LR, batch_size=4
-    )
+    settings = settings_of(class_id=CLASS, batch_size=4)
     support_image, support_mask = uint8_example(val_split, 0)
     queries = [uint8_example(val_split, index)[0] for index in range(1, 5)]
     specs = [
@@ -110,9 +121,12 @@ def test_predictions_on_padded_size_images_equal_evaluations(model, weights, val
         model, backbone, predict.padded_batch(support_input[None], 4)
     )[:1]
     query_features = models.apply_backbone(model, backbone, query_inputs)
-    inner = ml_collections.ConfigDict(
+    inner_config = ml_collections.ConfigDict(
         {"optimizer": "sgd", "optimizer_args": {}, "lr": LR, "weight_decay": 0.0}
-        | {"steps": STEPS, "init": "torch"}
+        | {"steps": STEPS, "init": "torch", "learn_lr": False}
+    )
+    config = ml_collections.ConfigDict(
+        {"inner": inner_config, "metatrain": {"inner_gradient": "none"}}
     )
     batch = {
         "support_features": np.broadcast_to(support_features, (4, *support_features.shape)),
@@ -123,7 +137,7 @@ def test_predictions_on_padded_size_images_equal_evaluations(model, weights, val
     }
     run_key = seeds.key(settings.seed, seeds.Stream.EVALUATION)
     params = {"cwt": cwt_params, "inner": {}}
-    _, expected = evaluate.make_scores(model, inner)(params, batch, run_key)
+    _, expected = evaluate.make_scores(model, inner.from_config(config))(params, batch, run_key)
 
     predicted = list(
         predict.predictions(
@@ -174,14 +188,14 @@ def test_segment_returns_masks_at_the_queries_sizes(weights):
     mask[10:30, 20:50] = 7
     queries = [rng.integers(0, 256, shape, np.uint8) for shape in ((90, 40, 3), (64, 64, 3))]
     arguments = dict(layers=LAYERS, width=WIDTH, bottleneck_dim=BOTTLENECK)
-    settings = dict(image_size=SIZE, inner_steps=STEPS, inner_lr=LR, batch_size=2)
+    settings = settings_of(batch_size=2)
     masks = predict.segment(
-        backbone, cwt_params, [support], [mask], queries, **arguments, **settings
+        backbone, cwt_params, [support], [mask], queries, **arguments, settings=settings
     )
     assert [m.shape for m in masks] == [(90, 40), (64, 64)]
     assert all(m.dtype == np.uint8 and set(np.unique(m)) <= {0, 1} for m in masks)
     alone = predict.segment(
-        backbone, cwt_params, [support], [mask], queries[1:], **arguments, **settings
+        backbone, cwt_params, [support], [mask], queries[1:], **arguments, settings=settings
     )
     np.testing.assert_array_equal(alone[0], masks[1])
 
@@ -190,7 +204,7 @@ def test_segment_returns_masks_at_the_queries_sizes(weights):
 def reads(monkeypatch):
     """The paths of the checkpoints read (`.pth` files and orbax trees), in order."""
     paths = []
-    for module, name in ((convert, "read_state_dict"), (checkpoints, "load_tree")):
+    for module, name in ((pytorch, "read_state_dict"), (checkpoints, "load_tree")):
         read = getattr(module, name)
 
         def recorded(path, *args, read=read):
@@ -275,9 +289,9 @@ def command_line(weights, files, output, **overrides):
 def run_main(argv):
     """The command's `main` on a flag registry of its own; returns its exit message or None."""
     values = flags.FlagValues()
-    predict.define_flags(values)
+    command.define_flags(values)
     try:
-        predict.main(values(argv), values)
+        command.main(values(argv), values)
     except SystemExit as exit:
         return str(exit)
     return None
@@ -296,14 +310,14 @@ def test_command_writes_masks_overlays_and_predictions_json(weights, files, mode
     summary = json.loads((output / "predictions.json").read_text())
     assert [entry["query"] for entry in summary["queries"]] == files["query_paths"]
     assert summary["settings"]["inner_steps"] == STEPS
-    queries = [predict.read_image(path, "--query") for path in files["query_paths"]]
+    queries = [image_files.read_image(path, "--query") for path in files["query_paths"]]
     expected = list(
         predict.predictions(
             model,
             weights[0],
             weights[1],
-            [predict.read_image(files["support"], "s")],
-            [predict.read_mask(files["mask"], "m")],
+            [image_files.read_image(files["support"], "s")],
+            [image_files.read_mask(files["mask"], "m")],
             queries,
             predict.Settings(**summary["settings"]),
         )
@@ -324,7 +338,7 @@ def error_cases(weights, files, root):
     """{case: (flag overrides, texts of the one-line message)} of inputs that stop the command."""
     (root / "empty").mkdir()
     (root / "text.png").write_text("not an image")
-    support = predict.read_image(files["support"], "s")
+    support = image_files.read_image(files["support"], "s")
     small_mask = write_png(root / "small_mask.png", np.ones((10, 10), np.uint8))
     background = write_png(root / "background.png", np.zeros(support.shape[:2], np.uint8))
     wrong_cwt = root / "cwt8"
@@ -425,11 +439,12 @@ def test_command_uses_a_meta_learned_inner_loop(weights, files, model, tmp_path,
     output = tmp_path / "out"
     assert run_main(command_line(weights, files, output, cwt=path, inner_init="learned")) is None
     assert reads == [weights[2]["backbone"], path]
-    query = predict.read_image(files["query_paths"][0], "q")
-    support = [predict.read_image(files["support"], "s")], [predict.read_mask(files["mask"], "m")]
-    settings = predict.Settings(
-        image_size=SIZE, class_id=CLASS, inner_steps=STEPS, inner_lr=LR, inner_init="learned"
+    query = image_files.read_image(files["query_paths"][0], "q")
+    support = (
+        [image_files.read_image(files["support"], "s")],
+        [image_files.read_mask(files["mask"], "m")],
     )
+    settings = settings_of(class_id=CLASS, inner_init="learned")
     (expected,) = predict.predictions(
         model, weights[0], weights[1], *support, [query], settings, inner_params=checkpoint["inner"]
     )

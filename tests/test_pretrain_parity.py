@@ -12,8 +12,11 @@ import torch.nn.functional as F
 import torch_reference as ref
 from jax.sharding import Mesh
 
-from cwt_jax import convert, losses, optimizers, pretrain, sharding, training
+from cwt_jax import optimizers, sharding
+from cwt_jax.fewshot import losses
 from cwt_jax.models import PSPNet
+from cwt_jax.training import loop, pretrain
+from cwt_jax.weights import pytorch
 
 BLOCKS, WIDTH, BOTTLENECK_DIM = (1, 1, 1, 1), 8, 64
 NUM_CLASSES, IMAGES, SIZE = 6, 4, 41  # features of 6 x 6
@@ -140,7 +143,7 @@ def float32_variables(net, directory) -> tuple[dict, jnp.ndarray]:
     path = directory / "pspnet.pth"
     torch.save({"state_dict": net.state_dict()}, path)
     classifier_weights = net.classifier.weight.detach()[:, :, 0, 0].float().numpy()
-    return convert.load_pspnet(str(path), BLOCKS), jnp.asarray(classifier_weights)
+    return pytorch.load_pspnet(str(path), BLOCKS), jnp.asarray(classifier_weights)
 
 
 def stage1_step(config):
@@ -153,7 +156,7 @@ def stage1_step(config):
 
 def initial_state(variables, classifier_weights, optimizer) -> dict:
     params = {"pspnet": variables["params"], "classifier": classifier_weights}
-    return training.initial_state(params, optimizer, batch_stats=variables["batch_stats"])
+    return loop.new_train_state(params, optimizer, batch_stats=variables["batch_stats"])
 
 
 def test_two_sgd_steps_match_repri(reference, tmp_path):

@@ -11,8 +11,11 @@ import torch
 import torch.nn.functional as F
 
 from configs import common
-from cwt_jax import cwt, evaluate, fewshot, initialization, interpolate
+from cwt_jax import models
 from cwt_jax.data import transforms
+from cwt_jax.evaluation import evaluate
+from cwt_jax.fewshot import episode, inner
+from cwt_jax.models import cwt, interpolate
 
 TEST_SIZE, GRID = 33, 41
 
@@ -48,7 +51,7 @@ def test_original_resolution_counts_match_numpy_on_tiny_episodes():
     masks padded to a square (255 beyond the image) count."""
     config = common.synthetic(fold=0, shot=1)
     config.model.bottleneck_dim, config.inner.steps = 8, 5
-    model = initialization.pspnet(config.model)
+    model = models.from_config(config.model)
     rng = np.random.default_rng(0)
     feature_size, originals = 5, [(20, 13), (30, 41), (7, 5)]
     masks = [
@@ -69,18 +72,23 @@ def test_original_resolution_counts_match_numpy_on_tiny_episodes():
         for name, array in batch.items()
     }
     params, run_key = {"cwt": cwt.init(jax.random.key(1), 8, 2), "inner": {}}, jax.random.key(2)
-    counts, _ = evaluate.make_scores(model, config.inner)(params, batch, run_key)
+    counts, _ = evaluate.make_scores(model, inner.from_config(config))(params, batch, run_key)
 
-    for episode, (mask, (height, width)) in enumerate(zip(masks, originals, strict=True)):
-        init_key, _ = fewshot.episode_keys(run_key, episode)
-        differences = fewshot.episode_logit_differences(
-            params["cwt"],
-            batch["support_features"][episode],
-            batch["support_masks"][episode],
-            batch["query_features"][episode],
-            fewshot.init_classifier(init_key, {}, 8, "torch"),
-            optimizer=optax.sgd(config.inner.lr),
-            steps=config.inner.steps,
+    for index, (mask, (height, width)) in enumerate(zip(masks, originals, strict=True)):
+        init_key, _ = episode.episode_keys(run_key, index)
+        differences = episode.episode_logit_differences(
+            params,
+            batch["support_features"][index],
+            batch["support_masks"][index],
+            batch["query_features"][index],
+            inner.init_classifier(init_key, {}, 8, "torch"),
+            inner.InnerLoop(
+                optimizer=optax.sgd(config.inner.lr),
+                steps=config.inner.steps,
+                init="torch",
+                learn_lr=False,
+                gradient="none",
+            ),
         )
         side = max(height, width)
         target = np.full((side, side), 255)  # PFENet's backmask
@@ -93,7 +101,7 @@ def test_original_resolution_counts_match_numpy_on_tiny_episodes():
                 [np.sum((prediction == c) & (target == c) & valid) for c in (0, 1)],
                 [np.sum(((prediction == c) | (target == c)) & valid) for c in (0, 1)],
             ]
-            actual = [np.asarray(counts["original"][method][i][episode]) for i in (0, 1)]
+            actual = [np.asarray(counts["original"][method][i][index]) for i in (0, 1)]
             np.testing.assert_array_equal(actual, expected)
             assert 0 < expected[1][1] < valid.sum()  # both classes predicted or present
     assert set(counts) == {"padded", "original"}

@@ -15,17 +15,13 @@ import numpy as np
 import pytest
 
 from configs import common
-from cwt_jax import (
-    checkpoints,
-    cwt,
-    data,
-    evaluate,
-    feature_source,
-    initialization,
-    input_pipeline,
-    models,
-)
-from cwt_jax.metric_writer import MetricWriter
+from cwt_jax import data, models
+from cwt_jax.data import input_pipeline
+from cwt_jax.evaluation import evaluate, feature_source
+from cwt_jax.evaluation.metric_writer import MetricWriter
+from cwt_jax.fewshot import inner
+from cwt_jax.models import cwt
+from cwt_jax.weights import checkpoints
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SIZE, SHOT, EPISODES = 64, 2, 16
@@ -36,7 +32,7 @@ def setup(tmp_path_factory):
     config = common.synthetic(fold=0, shot=SHOT)
     config.model.layers, config.model.width, config.model.bottleneck_dim = (1, 1, 1, 1), 8, 16
     config.cwt.heads, config.inner.steps = 2, 10
-    model = initialization.pspnet(config.model)
+    model = models.from_config(config.model)
     cache_dir = str(tmp_path_factory.mktemp("tfds"))
     dataset_dir = data.prepare_synthetic(
         cache_dir, seed=0, num_train=20, num_val=80, image_size=128
@@ -83,7 +79,7 @@ def run(setup, batch_size, cache=None, model=None, cache_batch_size=4, original=
             for shard in arrays["features"].addressable_shards:
                 assert shard.data.shape == (passes, share, *feature_shape)
     results, _ = evaluate.run_episodes(
-        evaluate.make_scores(model or setup["model"], config.inner),
+        evaluate.make_scores(model or setup["model"], inner.from_config(config)),
         source,
         setup["params"],
         setup["specs"],
@@ -152,7 +148,7 @@ def test_bfloat16_backbone_stays_close(setup):
     config = setup["config"].copy_and_resolve_references()
     config.model.dtype = "bfloat16"
     float32 = run(setup, 8, cache="device")
-    bfloat16 = run(setup, 8, cache="device", model=initialization.pspnet(config.model))
+    bfloat16 = run(setup, 8, cache="device", model=models.from_config(config.model))
     assert abs(bfloat16["cwt"]["miou"] - float32["cwt"]["miou"]) < 0.05
 
 
@@ -361,17 +357,25 @@ def test_a_full_evaluation_compiles_each_program_once(setup, tmp_path, caplog):
         names = collections.Counter(re.findall(r"Compiling jit\(([^)]+)\)", logs))
         return {name: names[name] for name in ours}
 
+    arguments = (
+        config,
+        setup["model"],
+        inner.from_config(config),
+        inputs,
+        setup["backbone"],
+        setup["params"],
+        str(tmp_path),
+        writer,
+        None,
+        print,
+    )
     jax.config.update("jax_log_compiles", True)
     try:
         with caplog.at_level(logging.WARNING, logger="jax._src.interpreters.pxla"):
-            first_summary = evaluate.evaluate(
-                config, inputs, setup["backbone"], setup["params"], str(tmp_path), writer, None
-            )
+            first_summary = evaluate.evaluate(*arguments)
             first, caplog_text = compiled(caplog.text), caplog.text
             caplog.clear()
-            second_summary = evaluate.evaluate(
-                config, inputs, setup["backbone"], setup["params"], str(tmp_path), writer, None
-            )
+            second_summary = evaluate.evaluate(*arguments)
             second = compiled(caplog.text)
     finally:
         jax.config.update("jax_log_compiles", False)

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from cwt_jax import visualize
+from cwt_jax.evaluation import visualize
 
 
 def test_panel_shows_every_support_and_both_predictions_with_titles():

@@ -13,6 +13,7 @@ import functools
 import hashlib
 import json
 import os
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -40,9 +41,10 @@ class _SegmentationBuilder(tfds.core.GeneratorBasedBuilder):
         del version
         return _builder_config(name)
 
-    # TFDS announces a "download" of unknown size; nothing is downloaded here.
+    # TFDS announces a "download" of unknown size; nothing is downloaded here (`_prepared`
+    # says what is prepared instead).
     def _log_download_bytes(self) -> None:
-        print(f"Preparing the {self.DATASET} dataset in {self.data_dir}, once.")
+        pass
 
     def _log_download_done(self) -> None:
         pass
@@ -140,7 +142,11 @@ class Synthetic(_SegmentationBuilder):
 
 
 def prepare_pascal(
-    root: str, data_dir: str, train_list: str | None = None, val_list: str | None = None
+    root: str,
+    data_dir: str,
+    train_list: str | None = None,
+    val_list: str | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> str:
     """Builds (once) the ``pascal5i`` TFDS dataset from a VOC2012 folder.
 
@@ -150,6 +156,8 @@ def prepare_pascal(
       train_list: PFENet-format list file of the train images, or None for every
         SegmentationClassAug mask not in VOC's val.txt.
       val_list: List file of the val images, or None for ImageSets/Segmentation/val.txt.
+      report: Shows a line to the user when the dataset is built (the first call); None
+        says nothing.
 
     Returns:
       The dataset directory, to pass to ``open_split``.
@@ -160,11 +168,15 @@ def prepare_pascal(
     """
     lists = {"train": train_list, "val": val_list}
     items = {split: layouts.pascal_items(root, split, lists[split]) for split in SPLITS}
-    return _prepare(Pascal5i, items, data_dir)
+    return _prepare(Pascal5i, items, data_dir, report)
 
 
 def prepare_coco(
-    root: str, data_dir: str, train_list: str | None = None, val_list: str | None = None
+    root: str,
+    data_dir: str,
+    train_list: str | None = None,
+    val_list: str | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> str:
     """Builds (once) the ``coco20i`` TFDS dataset from a COCO 2014 folder.
 
@@ -174,6 +186,8 @@ def prepare_coco(
       train_list: RePRI-format list file of the train images, or None for every mask in
         train/.
       val_list: List file of the val images, or None for every mask in val/.
+      report: Shows a line to the user when the dataset is built (the first call); None
+        says nothing.
 
     Returns:
       The dataset directory, to pass to ``open_split``.
@@ -184,11 +198,16 @@ def prepare_coco(
     """
     lists = {"train": train_list, "val": val_list}
     items = {split: layouts.coco_items(root, split, lists[split]) for split in SPLITS}
-    return _prepare(Coco20i, items, data_dir)
+    return _prepare(Coco20i, items, data_dir, report)
 
 
 def prepare_synthetic(
-    data_dir: str, seed: int = 0, num_train: int = 1500, num_val: int = 500, image_size: int = 128
+    data_dir: str,
+    seed: int = 0,
+    num_train: int = 1500,
+    num_val: int = 500,
+    image_size: int = 128,
+    report: Callable[[str], None] | None = None,
 ) -> str:
     """Generates (once) the ``synthetic`` TFDS dataset.
 
@@ -198,6 +217,8 @@ def prepare_synthetic(
       num_train: Number of train images.
       num_val: Number of val images.
       image_size: Side length of the square images.
+      report: Shows a line to the user when the dataset is generated (the first call);
+        None says nothing.
 
     Returns:
       The dataset directory, to pass to ``open_split``.
@@ -216,11 +237,10 @@ def prepare_synthetic(
         data_dir=data_dir,
         file_format="array_record",
     )
-    builder.download_and_prepare()
-    return os.fspath(builder.data_path)
+    return _prepared(builder, report)
 
 
-def _prepare(builder_class, items, data_dir):
+def _prepare(builder_class, items, data_dir, report):
     # The config name fingerprints the image lists, so changed lists build a new dataset.
     fingerprint = json.dumps({s: [vars(i) for i in items[s]] for s in SPLITS}, sort_keys=True)
     name = "lists_" + hashlib.sha256(fingerprint.encode()).hexdigest()[:12]
@@ -230,6 +250,13 @@ def _prepare(builder_class, items, data_dir):
         data_dir=data_dir,
         file_format="array_record",
     )
+    return _prepared(builder, report)
+
+
+def _prepared(builder: _SegmentationBuilder, report: Callable[[str], None] | None) -> str:
+    """Builds the dataset unless it is there, saying so; returns its directory."""
+    if report is not None and not builder.is_prepared():
+        report(f"Preparing the {builder.DATASET} dataset in {builder.data_dir}, once.")
     builder.download_and_prepare()
     return os.fspath(builder.data_path)
 

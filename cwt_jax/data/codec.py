@@ -11,8 +11,8 @@ from collections.abc import Iterable
 import cv2
 import numpy as np
 
+from cwt_jax.data.labels import IGNORE_LABEL
 from cwt_jax.errors import DataError
-from cwt_jax.labels import IGNORE_LABEL
 
 _JPEG_START, _JPEG_END = b"\xff\xd8", b"\xff\xd9"
 _PNG_START, _PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND"

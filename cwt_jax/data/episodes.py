@@ -30,9 +30,9 @@ import numpy as np
 
 from cwt_jax.data import transforms
 from cwt_jax.data.classes import CLASS_NAMES
+from cwt_jax.data.labels import IGNORE_LABEL
 from cwt_jax.data.splits import MIN_CLASS_PIXELS, Split
 from cwt_jax.errors import DataError
-from cwt_jax.labels import IGNORE_LABEL
 
 
 def sample_episodes(

@@ -11,9 +11,9 @@ import grain
 import numpy as np
 
 from cwt_jax.data import transforms
+from cwt_jax.data.labels import IGNORE_LABEL
 from cwt_jax.data.splits import MIN_CLASS_PIXELS, Split
 from cwt_jax.errors import DataError
-from cwt_jax.labels import IGNORE_LABEL
 
 
 def base_class_dataset(

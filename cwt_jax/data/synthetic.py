@@ -25,7 +25,7 @@ import colorsys
 import numpy as np
 
 from cwt_jax.data.classes import SYNTHETIC_CLASSES
-from cwt_jax.labels import IGNORE_LABEL
+from cwt_jax.data.labels import IGNORE_LABEL
 
 NUM_CLASSES = len(SYNTHETIC_CLASSES)
 # Names the generator's output in a prepared dataset's config: v2 draws with NumPy (v1

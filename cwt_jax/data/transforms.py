@@ -11,7 +11,7 @@ import dataclasses
 import cv2
 import numpy as np
 
-from cwt_jax.labels import IGNORE_LABEL
+from cwt_jax.data.labels import IGNORE_LABEL
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255

@@ -1,7 +1,8 @@
 """PSPNet feature extractor: dilated ResNet, pyramid pooling and a 3x3 bottleneck.
 
 The base classifier of stage 1 is not part of this module: it is a plain (classes, C)
-weight matrix applied with `cwt_jax.classifier.predict`, like the few-shot classifier.
+weight matrix applied with `cwt_jax.fewshot.classifier.predict`, like the few-shot
+classifier.
 """
 
 import functools
@@ -13,8 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cwt_jax import interpolate
-from cwt_jax.models import resnet
+from cwt_jax.errors import ConfigError
+from cwt_jax.models import interpolate, resnet
 
 
 class PyramidPooling(nn.Module):
@@ -221,3 +222,27 @@ def _backbone_compiler_options() -> dict[str, str]:
     except jax.errors.JaxRuntimeError:  # an XLA without YNNPACK fusions
         return {}
     return _YNN_DOT_FUSION
+
+
+def from_config(model_config) -> PSPNet:
+    """The PSPNet feature extractor described by the `model` config section.
+
+    `model.layers` is a depth (50, 101) or four block counts.
+
+    Raises:
+      ConfigError: for a depth or block counts the ResNet does not have.
+    """
+    layers = model_config.layers
+    if not isinstance(layers, int):
+        layers = tuple(layers)
+    try:
+        resnet.stage_sizes(layers)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    return PSPNet(
+        layers=layers,
+        width=model_config.width,
+        bottleneck_dim=model_config.bottleneck_dim,
+        dropout=model_config.dropout,
+        dtype=jnp.dtype(model_config.dtype),
+    )

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 
 from cwt_jax import data
-from cwt_jax.labels import IGNORE_LABEL
+from cwt_jax.data.labels import IGNORE_LABEL
 
 TILE = 160  # side of each image in a panel, small enough to skim a folder of panels
 _TITLE = 18  # height of the title strip above each image

@@ -3,7 +3,7 @@
 import jax.numpy as jnp
 import numpy as np
 
-from cwt_jax.labels import IGNORE_LABEL
+from cwt_jax.data.labels import IGNORE_LABEL
 
 
 def intersection_union(

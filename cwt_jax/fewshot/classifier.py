@@ -6,7 +6,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from cwt_jax import interpolate, losses
+from cwt_jax.fewshot import losses
+from cwt_jax.models import interpolate
 
 
 def predict(weights: jnp.ndarray, features: jnp.ndarray) -> jnp.ndarray:

@@ -1,66 +1,54 @@
 """Stage 2: episodic meta-training of the CWT on a frozen backbone."""
 
 import functools
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 
-from cwt_jax import (
-    cwt,
-    data,
-    errors,
-    evaluate,
-    feature_source,
-    fewshot,
-    initialization,
-    input_pipeline,
-    optimizers,
-    seeds,
-    sharding,
-    training,
-)
-from cwt_jax.metric_writer import MetricWriter
+from cwt_jax import data, errors, models, optimizers, seeds, sharding
+from cwt_jax.data import input_pipeline
+from cwt_jax.evaluation import evaluate, feature_source
+from cwt_jax.evaluation.metric_writer import MetricWriter
+from cwt_jax.fewshot import episode, inner
+from cwt_jax.models import cwt
+from cwt_jax.training import loop
 
 VAL_SOURCES = ("novel_val", "base_holdout")
 
 
-def make_train_step(model, config):
+def make_train_step(model, inner_loop: inner.InnerLoop, config):
     """A meta-training step on a batch of B episodes: two jitted programs.
 
-    The frozen backbone's pass is evaluation's (`fewshot.episode_features`); no gradient
-    reaches it. The loss is the mean of `fewshot.episode_loss` over the B episodes, each
-    with its classifier initialisation and dropout keyed by `fewshot.episode_keys(step
-    key, position)`; the meta-parameters (`{"cwt", "inner"}`, see `fewshot`) are updated,
-    the inner loop's learned parts through `metatrain.inner_gradient`.
+    The frozen backbone's pass is evaluation's (`episode.episode_features`); no gradient
+    reaches it. The loss is the mean of `episode.episode_loss` over the B episodes, each
+    with its classifier initialisation and dropout keyed by `episode.episode_keys(step
+    key, position)`; the meta-parameters (`{"cwt", "inner"}`, see `fewshot.inner`) are
+    updated, the inner loop's learned parts through `metatrain.inner_gradient`.
 
     Returns:
       `train_step(state, backbone, batch, rng)` -> (state, metrics); `batch` holds
       `feature_source.EPISODE_ARRAYS`.
     """
-    section = config.metatrain
-    inner_optimizer = optimizers.from_config(config.inner, "inner")
+    dropout = cwt.dropout_from_config(config.cwt)
     outer_optimizer = optimizers.meta_optimizer(config.metatrain)
 
     def batch_loss(params, support_features, support_masks, query_features, query_masks, rng):
-        def loss_of(episode_support_features, episode_support_masks, query, query_mask, episode):
-            init_key, dropout_key = fewshot.episode_keys(rng, episode)
-            init = fewshot.init_classifier(
-                init_key, params["inner"], model.bottleneck_dim, config.inner.init
+        def loss_of(episode_support_features, episode_support_masks, query, query_mask, index):
+            init_key, dropout_key = episode.episode_keys(rng, index)
+            init = inner.init_classifier(
+                init_key, params["inner"], model.bottleneck_dim, inner_loop.init
             )
-            return fewshot.episode_loss(
-                params["cwt"],
+            return episode.episode_loss(
+                params,
                 episode_support_features,
                 episode_support_masks,
                 query,
                 query_mask,
                 init,
-                optimizer=inner_optimizer,
-                steps=config.inner.steps,
-                log_learning_rate=params["inner"].get("log_lr"),
-                inner_gradient=section.inner_gradient,
+                inner_loop,
+                dropout=dropout,
                 dropout_rng=dropout_key,
-                dropout_rate=config.cwt.dropout,
-                attention_dropout_rate=config.cwt.attention_dropout,
             )
 
         episodes = jnp.arange(query_features.shape[0])
@@ -80,11 +68,11 @@ def make_train_step(model, config):
             batch["query_mask"],
             rng,
         )
-        new_state, norms = training.apply_gradients(state, grads, outer_optimizer)
+        new_state, norms = loop.apply_gradients(state, grads, outer_optimizer)
         return new_state, {"loss": loss, **norms}
 
     def train_step(state, backbone, batch, rng):
-        support_features, query_features = fewshot.episode_features(
+        support_features, query_features = episode.episode_features(
             model, backbone, batch["support_images"], batch["query_image"]
         )
         return update(state, support_features, query_features, batch, rng)
@@ -138,16 +126,25 @@ def _identity(spec: dict) -> tuple:
 
 
 def metatrain(
-    config, inputs: input_pipeline.Inputs, backbone, workdir: str, writer: MetricWriter
+    config,
+    model: models.PSPNet,
+    inner_loop: inner.InnerLoop,
+    inputs: input_pipeline.Inputs,
+    backbone,
+    workdir: str,
+    writer: MetricWriter,
+    report: Callable[[str], None],
 ) -> dict:
     """Runs or resumes stage 2; returns the validation scores of its best checkpoint.
 
+    `model` is the frozen PSPNet of `backbone`, `inner_loop` the config's
+    (`inner.from_config`); `report` shows the stage's outcome to the user.
+
     The best checkpoint holds what was learned by the epoch with the best episodic
-    validation mIoU (`validation_episodes`; see `training.train`): the CWT under
-    "params", the inner loop's learned parts (`fewshot.init_inner_params`) under "inner".
+    validation mIoU (`validation_episodes`; see `loop.train`): the CWT under
+    "params", the inner loop's learned parts (`inner.init_inner_params`) under "inner".
     """
     section = config.metatrain
-    model = initialization.pspnet(config.model)
     episodes_per_step = section.episodes_per_step
     steps_per_epoch = section.episodes_per_epoch // episodes_per_step
     total_steps = section.epochs * steps_per_epoch
@@ -165,15 +162,15 @@ def metatrain(
         "cwt": cwt.init(
             seeds.key(config.seed, seeds.Stream.INIT), model.bottleneck_dim, config.cwt.heads
         ),
-        "inner": fewshot.init_inner_params(model.bottleneck_dim, config.inner),
+        "inner": inner.init_inner_params(model.bottleneck_dim, config.inner),
     }
-    state = training.initial_state(params, optimizers.meta_optimizer(section))
-    train_step = make_train_step(model, config)
+    state = loop.new_train_state(params, optimizers.meta_optimizer(section))
+    train_step = make_train_step(model, inner_loop, config)
     # The same episodes every epoch: their feature cache (if any) is made once, when needed.
     validation_source = functools.cache(
         lambda: feature_source.make(config, model, backbone, val_split, [val_specs])
     )
-    scores = evaluate.make_scores(model, config.inner)
+    scores = evaluate.make_scores(model, inner_loop)
     workers = config.data.num_workers
 
     def batches(start_step):
@@ -195,7 +192,7 @@ def metatrain(
 
     mesh = sharding.data_mesh(episodes_per_step, "metatrain.episodes_per_step")
     replicated_backbone = sharding.replicate(backbone, mesh)
-    scores = training.train(
+    scores = loop.train(
         "metatrain",
         state,
         lambda s, batch, rng: train_step(s, replicated_backbone, batch, rng),
@@ -210,13 +207,14 @@ def metatrain(
         validate=validate,
         best_variables=lambda s: {"params": s["params"]["cwt"], "inner": s["params"]["inner"]},
         writer=writer,
-        settings=training.stage_settings(
+        settings=loop.stage_settings(
             config, ("seed", "data", "model", "init.backbone", "inner", "cwt", "metatrain")
         ),
+        report=report,
     )
     verdict = "beats" if scores["miou"] > scores["support_only_miou"] else "does not beat"
     if jax.process_index() == 0:
-        print(
+        report(
             f"metatrain: on validation the CWT {verdict} the support-only classifier it "
             f"adapts (mIoU {scores['miou']:.4f} against {scores['support_only_miou']:.4f})."
         )

@@ -1,27 +1,20 @@
 """Stage 1: base-class pre-training of the PSPNet (backbone and base classifier)."""
 
-import logging
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from absl import logging
 
-from cwt_jax import (
-    classifier,
-    data,
-    initialization,
-    input_pipeline,
-    interpolate,
-    losses,
-    metrics,
-    models,
-    optimizers,
-    seeds,
-    sharding,
-    training,
-)
-from cwt_jax.metric_writer import MetricWriter
+from cwt_jax import data, models, optimizers, seeds, sharding
+from cwt_jax.data import input_pipeline
+from cwt_jax.evaluation import metrics
+from cwt_jax.evaluation.metric_writer import MetricWriter
+from cwt_jax.fewshot import classifier, losses
+from cwt_jax.models import interpolate
+from cwt_jax.training import loop
 
 
 def make_train_step(model, optimizer, schedule: optax.Schedule, label_smoothing: float):
@@ -61,9 +54,7 @@ def make_train_step(model, optimizer, schedule: optax.Schedule, label_smoothing:
         (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state["params"], state["batch_stats"], batch, rng
         )
-        new_state, norms = training.apply_gradients(
-            state, grads, optimizer, batch_stats=batch_stats
-        )
+        new_state, norms = loop.apply_gradients(state, grads, optimizer, batch_stats=batch_stats)
         return new_state, {"loss": loss, "lr": schedule(state["step"]), **norms}
 
     return train_step
@@ -117,7 +108,7 @@ def initial_state(config, model, optimizer, num_classes: int, resnet: dict | Non
             classifier_rng, (num_classes, model.bottleneck_dim), minval=-bound, maxval=bound
         ),
     }
-    return training.initial_state(params, optimizer, batch_stats=variables["batch_stats"])
+    return loop.new_train_state(params, optimizer, batch_stats=variables["batch_stats"])
 
 
 def validate(eval_step, state, dataset, batch_size: int, workers: int) -> dict:
@@ -134,20 +125,23 @@ def validate(eval_step, state, dataset, batch_size: int, workers: int) -> dict:
 
 def pretrain(
     config,
+    model: models.PSPNet,
     inputs: input_pipeline.Inputs,
     workdir: str,
     writer: MetricWriter,
     resnet: dict | None,
+    report: Callable[[str], None],
 ) -> dict:
     """Runs or resumes stage 1; returns the validation scores of its best checkpoint.
 
-    `resnet` holds the ImageNet ResNet variables of `init.resnet` (None: random backbone).
+    `model` is the config's PSPNet (`models.from_config`); `resnet` holds the ImageNet
+    ResNet variables of `init.resnet` (None: random backbone); `report` shows the
+    stage's outcome to the user.
 
     The best checkpoint holds the PSPNet variables of the epoch with the best base-class
-    validation mIoU: the backbone of stage 2 (see `training.train`).
+    validation mIoU: the backbone of stage 2 (see `loop.train`).
     """
     section = config.pretrain
-    model = initialization.pspnet(config.model)
     base = inputs.classes.base
     num_classes = len(base) + 1
     train_data = data.base_class_dataset(
@@ -178,7 +172,7 @@ def pretrain(
         for batch in input_pipeline.loader(train_data, section.batch_size, workers, start):
             yield {name: batch[name] for name in ("image", "mask")}
 
-    return training.train(
+    return loop.train(
         "pretrain",
         state,
         train_step,
@@ -193,7 +187,6 @@ def pretrain(
         validate=lambda s: validate(eval_step, s, val_data, section.batch_size, workers),
         best_variables=lambda s: {"params": s["params"]["pspnet"], "batch_stats": s["batch_stats"]},
         writer=writer,
-        settings=training.stage_settings(
-            config, ("seed", "data", "model", "init.resnet", "pretrain")
-        ),
+        settings=loop.stage_settings(config, ("seed", "data", "model", "init.resnet", "pretrain")),
+        report=report,
     )

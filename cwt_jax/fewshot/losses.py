@@ -6,7 +6,7 @@ Pixels labelled 255 are ignored by both.
 import jax
 import jax.numpy as jnp
 
-from cwt_jax.labels import IGNORE_LABEL
+from cwt_jax.data.labels import IGNORE_LABEL
 
 
 def binary_class_weights(masks: jnp.ndarray) -> jnp.ndarray:

@@ -9,12 +9,31 @@ added to the weights and layer-normalised. Parameters are a plain pytree:
 Functions here take one query image; vmap them over queries and episodes.
 """
 
+import dataclasses
 import functools
 
 import jax
 import jax.numpy as jnp
 
 LAYER_NORM_EPSILON = 1e-5  # PyTorch's nn.LayerNorm default.
+
+
+@dataclasses.dataclass(frozen=True)
+class Dropout:
+    """The CWT's dropout rates in training (`cwt.dropout`, `cwt.attention_dropout`).
+
+    Attributes:
+      rate: dropout on the output projection.
+      attention_rate: dropout on the attention map.
+    """
+
+    rate: float
+    attention_rate: float
+
+
+def dropout_from_config(cwt_config) -> Dropout:
+    """The dropout of the `cwt` config section."""
+    return Dropout(rate=cwt_config.dropout, attention_rate=cwt_config.attention_dropout)
 
 
 def init(rng: jax.Array, d_model: int, heads: int) -> dict:
@@ -46,15 +65,14 @@ def init(rng: jax.Array, d_model: int, heads: int) -> dict:
     }
 
 
-@functools.partial(jax.jit, static_argnames=("dropout_rate", "attention_dropout_rate"))
+@functools.partial(jax.jit, static_argnames="dropout")
 def apply(
     params: dict,
     weights: jnp.ndarray,
     query_features: jnp.ndarray,
     *,
+    dropout: Dropout | None = None,
     dropout_rng: jax.Array | None = None,
-    dropout_rate: float = 0.0,
-    attention_dropout_rate: float = 0.0,
 ) -> jnp.ndarray:
     """Adapts classifier weights to one query image.
 
@@ -62,9 +80,8 @@ def apply(
       params: CWT parameters (see the module docstring).
       weights: (n, C) classifier weights, n = 2 for background/foreground.
       query_features: (h, w, C) query features, already L2-normalised over channels.
+      dropout: the dropout rates (static), used only with `dropout_rng`; None for none.
       dropout_rng: key for dropout in training; None (the default) is eval mode.
-      dropout_rate: dropout on the output projection, used only with `dropout_rng`.
-      attention_dropout_rate: dropout on the attention map, used only with `dropout_rng`.
 
     Returns:
       (n, C) adapted weights.
@@ -81,14 +98,15 @@ def apply(
     query_directions = jnp.einsum("nhd,chd->hnc", queries, kernel)  # (heads, n, C)
     scores = jnp.einsum("hnc,lc->hnl", query_directions, tokens) / jnp.sqrt(jnp.float32(d_model))
     attention = jax.nn.softmax(scores, axis=-1)  # (heads, n, h * w)
+    rates = dropout or Dropout(rate=0.0, attention_rate=0.0)
     if dropout_rng is not None:
         attention_rng, output_rng = jax.random.split(dropout_rng)
-        attention = _dropout(attention_rng, attention, attention_dropout_rate)
+        attention = _dropout(attention_rng, attention, rates.attention_rate)
     pooled = jnp.einsum("hnl,lc->hnc", attention, tokens)  # (heads, n, C)
     heads_output = jnp.einsum("hnc,chd->nhd", pooled, kernel).reshape(-1, heads * d_model)
     output = heads_output @ params["fc"]["kernel"] + params["fc"]["bias"]
     if dropout_rng is not None:
-        output = _dropout(output_rng, output, dropout_rate)
+        output = _dropout(output_rng, output, rates.rate)
     return _layer_norm(output + weights, params["layer_norm"])
 
 

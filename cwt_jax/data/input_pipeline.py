@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+from collections.abc import Callable
 
 import grain
 
@@ -26,7 +27,9 @@ class Inputs:
     test_classes: tuple[int, ...]
 
 
-def prepare(data_config, seed: int, workdir: str) -> Inputs:
+def prepare(
+    data_config, seed: int, workdir: str, report: Callable[[str], None] | None = None
+) -> Inputs:
     """Builds (once) or opens the run's datasets.
 
     Args:
@@ -34,6 +37,7 @@ def prepare(data_config, seed: int, workdir: str) -> Inputs:
       seed: the run's seed (the synthetic benchmark is generated from it).
       workdir: the run's work dir; datasets are cached in `<workdir>/tfds` unless
         `data.cache_dir` says otherwise.
+      report: shows a line to the user when a dataset is built; None says nothing.
 
     Returns:
       The run's splits and classes.
@@ -41,11 +45,11 @@ def prepare(data_config, seed: int, workdir: str) -> Inputs:
     cache_dir = data_config.cache_dir or os.path.join(workdir, "tfds")
     classes = data.class_split(data_config.dataset, data_config.fold, data_config.split_convention)
     train_dir = _prepare_dataset(
-        data_config.dataset, data_config.root, data_config, seed, cache_dir
+        data_config.dataset, data_config.root, data_config, seed, cache_dir, report
     )
     if data_config.test_dataset:
         test_dir = _prepare_dataset(
-            data_config.test_dataset, data_config.test_root, data_config, seed, cache_dir
+            data_config.test_dataset, data_config.test_root, data_config, seed, cache_dir, report
         )
         test_classes = data.cross_dataset_classes(
             data_config.dataset,
@@ -63,7 +67,9 @@ def prepare(data_config, seed: int, workdir: str) -> Inputs:
     )
 
 
-def _prepare_dataset(dataset: str, root: str, data_config, seed: int, cache_dir: str) -> str:
+def _prepare_dataset(
+    dataset: str, root: str, data_config, seed: int, cache_dir: str, report
+) -> str:
     if dataset == "synthetic":
         return data.prepare_synthetic(
             cache_dir,
@@ -71,9 +77,11 @@ def _prepare_dataset(dataset: str, root: str, data_config, seed: int, cache_dir:
             num_train=data_config.synthetic_train,
             num_val=data_config.synthetic_val,
             image_size=data_config.synthetic_size,
+            report=report,
         )
     prepare = data.prepare_pascal if dataset == "pascal" else data.prepare_coco
-    return prepare(root, cache_dir, data_config.train_list or None, data_config.val_list or None)
+    lists = data_config.train_list or None, data_config.val_list or None
+    return prepare(root, cache_dir, *lists, report=report)
 
 
 def augmentation(pretrain_config) -> data.Augmentation:

@@ -23,24 +23,12 @@ import tqdm
 from flax import traverse_util
 from jax.sharding import Mesh
 
-from cwt_jax import checkpoints, sharding
-from cwt_jax.metric_writer import MetricWriter
-
-STATE = "state"
-
-
-def restore_latest(manager: ocp.CheckpointManager, state: dict) -> dict:
-    """The latest saved state, or `state` itself when nothing was saved yet."""
-    step = manager.latest_step()
-    if step is None:
-        return state
-    restored = manager.restore(
-        step, args=ocp.args.Composite(**{STATE: ocp.args.StandardRestore(state)})
-    )
-    return restored[STATE]
+from cwt_jax import sharding
+from cwt_jax.evaluation.metric_writer import MetricWriter
+from cwt_jax.weights import checkpoints
 
 
-def initial_state(params, optimizer: optax.GradientTransformation, **extra) -> dict:
+def new_train_state(params, optimizer: optax.GradientTransformation, **extra) -> dict:
     """A train state at step 0, as a plain pytree.
 
     Args:
@@ -67,7 +55,7 @@ def apply_gradients(
     """One optimiser step on `grads`.
 
     Args:
-      state: from `initial_state`.
+      state: from `new_train_state`.
       grads: gradients of `state["params"]`.
       optimizer: the optimiser `state` was made with.
       **replaced: entries of the new state given directly, e.g. batch-norm statistics.
@@ -104,6 +92,7 @@ def train(
     best_variables: Callable[[dict], dict],
     writer: MetricWriter,
     settings: dict,
+    report: Callable[[str], None],
 ) -> dict:
     """Runs (or resumes) a training stage to `total_steps`.
 
@@ -129,15 +118,16 @@ def train(
       writer: metric writer.
       settings: the config keys the stage depends on (`stage_settings`), kept in
         `<workdir>/<stage>/settings.json`; a rerun with other values names them.
+      report: shows a line to the user: how a rerun resumes, where the best checkpoint is.
 
     Returns:
       The validation scores of the stage's best checkpoint.
     """
     latest = checkpoints.manager(f"{workdir}/{stage}/latest")
     best = checkpoints.manager(f"{workdir}/{stage}/best", best_metric="miou")
-    state = sharding.replicate(restore_latest(latest, state), mesh)
+    state = sharding.replicate(checkpoints.restore_latest(latest, state), mesh)
     start = int(state["step"])
-    _compare_settings(os.path.join(workdir, stage), settings, start, total_steps)
+    _compare_settings(os.path.join(workdir, stage), settings, start, total_steps, report)
     writer.truncate(stage, start)  # a resumed stage logs its steps after `start` again
     # Closed before an exception leaves (Ctrl-C), so the bar is not drawn after the message.
     with tqdm.tqdm(desc=stage, initial=start, total=total_steps) as progress:
@@ -174,14 +164,13 @@ def train(
                         metrics=scores,
                     )
             if save:
-                latest.save(
-                    step + 1, args=ocp.args.Composite(**{STATE: ocp.args.StandardSave(state)})
-                )
+                saved = ocp.args.Composite(**{checkpoints.STATE: ocp.args.StandardSave(state)})
+                latest.save(step + 1, args=saved)
     latest.wait_until_finished()
     best.wait_until_finished()
     scores = best.metrics(best.best_step())
     if jax.process_index() == 0:
-        print(
+        report(
             f"{stage}: the best checkpoint, step {best.best_step()} (validation mIoU "
             f"{scores['miou']:.4f}), is in {best.directory}"
         )
@@ -207,7 +196,9 @@ def stage_settings(config, sections: tuple[str, ...]) -> dict:
     return json.loads(json.dumps(flat, default=str))  # as they read back from JSON
 
 
-def _compare_settings(directory: str, settings: dict, start: int, total_steps: int) -> None:
+def _compare_settings(
+    directory: str, settings: dict, start: int, total_steps: int, report: Callable[[str], None]
+) -> None:
     """Keeps a new stage's settings; says how a rerun's differ from them."""
     path = os.path.join(directory, "settings.json")
     if start == 0 or not os.path.isfile(path):
@@ -229,7 +220,7 @@ def _compare_settings(directory: str, settings: dict, start: int, total_steps: i
         )
         message += f", although these settings differ from its own: {differences}"
     if jax.process_index() == 0:
-        print(message + ".")
+        report(message + ".")
 
 
 def _log_steps(stage: str, unlogged: list, writer: MetricWriter) -> float:

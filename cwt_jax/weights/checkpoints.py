@@ -14,6 +14,7 @@ import orbax.checkpoint as ocp
 from cwt_jax import errors
 
 VARIABLES = "variables"
+STATE = "state"  # the item of a training stage's `latest/` steps: its whole train state
 
 
 def save_tree(path: str, tree) -> None:
@@ -109,3 +110,14 @@ def manager(directory: str, *, best_metric: str | None = None) -> ocp.Checkpoint
         cleanup_tmp_directories=True,
     )
     return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+
+
+def restore_latest(manager: ocp.CheckpointManager, state: dict) -> dict:
+    """The latest saved state, or `state` itself when nothing was saved yet."""
+    step = manager.latest_step()
+    if step is None:
+        return state
+    restored = manager.restore(
+        step, args=ocp.args.Composite(**{STATE: ocp.args.StandardRestore(state)})
+    )
+    return restored[STATE]

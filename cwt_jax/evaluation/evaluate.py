@@ -2,7 +2,7 @@
 
 A run's batches come from a feature source (`feature_source.make`): either the backbone
 runs on each batch's images, or a feature cache made once for all runs is read. Either
-way `make_scores` scores each batch from `fewshot.episode_logit_differences`, at the
+way `make_scores` scores each batch from `episode.episode_logit_differences`, at the
 padded test size and, where the batch holds the queries' original masks, at the original
 resolution; `run_episodes` sums the counts. Evaluation and meta-training's validation
 both go this way. Each evaluation run has a seed (`evaluation_seeds`), the one source of
@@ -16,35 +16,24 @@ from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import tqdm
 
-from cwt_jax import (
-    classifier,
-    compilation,
-    data,
-    feature_source,
-    fewshot,
-    initialization,
-    input_pipeline,
-    metrics,
-    optimizers,
-    results,
-    seeds,
-    sharding,
-    visualize,
-)
-from cwt_jax.metric_writer import MetricWriter
+from cwt_jax import compilation, data, models, seeds, sharding
+from cwt_jax.data import input_pipeline
+from cwt_jax.evaluation import feature_source, metrics, results, visualize
+from cwt_jax.evaluation.metric_writer import MetricWriter
+from cwt_jax.fewshot import classifier, episode, inner
 
 METHODS = results.METHODS
 
 
-def make_scores(model, inner_config) -> Callable:
+@functools.cache
+def make_scores(model, inner_loop: inner.InnerLoop) -> Callable:
     """A jitted function scoring a batch of episodes from their features.
 
-    Each episode is `fewshot.episode_logit_differences`, its classifier initialisation
-    keyed by `fewshot.episode_keys(run_key, episode)`, so results do not depend on how
+    Each episode is `episode.episode_logit_differences`, its classifier initialisation
+    keyed by `episode.episode_keys(run_key, episode)`, so results do not depend on how
     episodes are batched or sharded, nor on where their features come from. The
     differences are compared with the padded test-size masks (`classifier.foreground`)
     and, where the batch holds query_original_mask, with the original masks
@@ -55,33 +44,25 @@ def make_scores(model, inner_config) -> Callable:
       `scores(params, batch, run_key)` -> ({resolution: {method: (intersections (B, 2),
       unions (B, 2))}}, {method: predictions (B, S, S)}), resolution "padded" and, with
       original masks, "original"; `params` are the meta-learned `{"cwt", "inner"}` (see
-      `fewshot`), `batch` as `feature_source` yields it.
+      `fewshot.inner`), `batch` as `feature_source` yields it.
     """
-    return _scores(model, ml_collections.FrozenConfigDict(inner_config))
-
-
-@functools.cache
-def _scores(model, inner_config: ml_collections.FrozenConfigDict) -> Callable:
-    optimizer = optimizers.from_config(inner_config, "inner")
 
     @jax.jit
     def scores(params, batch, run_key):
         size = batch["query_mask"].shape[-2:]
 
-        def differences_of(support_features, support_masks, query_features, episode):
-            init_key, _ = fewshot.episode_keys(run_key, episode)
-            init = fewshot.init_classifier(
-                init_key, params["inner"], model.bottleneck_dim, inner_config.init
+        def differences_of(support_features, support_masks, query_features, index):
+            init_key, _ = episode.episode_keys(run_key, index)
+            init = inner.init_classifier(
+                init_key, params["inner"], model.bottleneck_dim, inner_loop.init
             )
-            return fewshot.episode_logit_differences(
-                params["cwt"],
+            return episode.episode_logit_differences(
+                params,
                 support_features.astype(jnp.float32),
                 support_masks,
                 query_features.astype(jnp.float32),
                 init,
-                optimizer=optimizer,
-                steps=inner_config.steps,
-                log_learning_rate=params["inner"].get("log_lr"),
+                inner_loop,
             )
 
         differences = jax.vmap(differences_of)(
@@ -129,7 +110,7 @@ def run_episodes(
     Args:
       scores: from `make_scores`.
       source: from `feature_source.make`.
-      params: the meta-learned `{"cwt", "inner"}` (see `fewshot`).
+      params: the meta-learned `{"cwt", "inner"}` (see `fewshot.inner`).
       specs: the run's episode specs.
       batch_size: episodes per compiled step B.
       run_key: key of the run's classifier initialisations.
@@ -232,20 +213,24 @@ def evaluation_runs(
 
 def evaluate(
     config,
+    model: models.PSPNet,
+    inner_loop: inner.InnerLoop,
     inputs: input_pipeline.Inputs,
     backbone,
     params,
     workdir: str,
     writer: MetricWriter,
     episode_list: list[dict] | None,
+    report: Callable[[str], None],
 ) -> dict:
     """Runs one run per seed on the test classes and writes `<workdir>/results.json`.
 
-    `params` are the meta-learned `{"cwt", "inner"}` (see `fewshot`). A run's episodes
+    `model` is the PSPNet of `backbone`, `inner_loop` the config's (`inner.from_config`),
+    `params` the meta-learned `{"cwt", "inner"}` (see `fewshot.inner`). A run's episodes
     and its classifier initialisations (the key of `seeds.Stream.EVALUATION` under the
     run's seed) depend on its seed only. Its labels are compared at the resolutions
     `eval.label_resolution` names. In a run of several processes, process 0 writes the
-    files.
+    files and `report`s the results table, the timing line and what it wrote.
 
     Returns:
       The results (`results.summarize`), with where the time went under `timing`: the
@@ -255,7 +240,6 @@ def evaluate(
     section = config.eval
     start = time.perf_counter()
     names = dict(enumerate(data.CLASS_NAMES[inputs.val.dataset], start=1))
-    model = initialization.pspnet(config.model)
     runs = evaluation_runs(config, inputs, episode_list)
     run_seeds = evaluation_seeds(config, episode_list)
     with compilation.recorded() as compiled:
@@ -270,7 +254,7 @@ def evaluate(
         if source.cache is not None:  # its last passes may still be running on the devices
             jax.block_until_ready(source.cache.arrays)
         features_s = time.perf_counter() - start
-        scores, per_run = make_scores(model, config.inner), []
+        scores, per_run = make_scores(model, inner_loop), []
         for run, (seed, specs) in enumerate(
             tqdm.tqdm(zip(run_seeds, runs, strict=True), desc="eval runs", total=len(runs))
         ):
@@ -316,9 +300,9 @@ def evaluate(
     if jax.process_index() == 0:
         path = os.path.join(workdir, "results.json")
         results.write(path, summary)
-        print(results.format_table(summary, names))
-        print(results.format_timing(timing))
-        print(
+        report(results.format_table(summary, names))
+        report(results.format_timing(timing))
+        report(
             f"Wrote {path}" + (f" and panels to {workdir}/visualize" if section.visualize else "")
         )
     return summary

@@ -13,7 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from cwt_jax import data, feature_cache, fewshot, input_pipeline, sharding
+from cwt_jax import data, sharding
+from cwt_jax.data import input_pipeline
+from cwt_jax.evaluation import feature_cache
+from cwt_jax.fewshot import episode
 
 EPISODE_ARRAYS = ("support_images", "support_masks", "query_image", "query_mask")
 
@@ -114,7 +117,7 @@ def _backbone_batches(model, backbone, split, data_config, mesh, grid, specs, ba
         names += ("query_original_mask", "query_side")
     for batch in input_pipeline.loader(episodes, batch_size, data_config.num_workers):
         batch = sharding.shard_batch({name: np.asarray(batch[name]) for name in names}, mesh)
-        features = fewshot.episode_features(
+        features = episode.episode_features(
             model, backbone, batch.pop("support_images"), batch.pop("query_image")
         )
         yield {**batch, "support_features": features[0], "query_features": features[1]}

@@ -1,0 +1,112 @@
+"""The inner loop's settings, and the initialisation of the classifier it fits.
+
+What meta-training learns is a pytree `{"cwt": transformer parameters, "inner":
+learned parts of the inner loop}`; "inner" holds `init`, a (2, C) classifier
+initialisation (`inner.init=learned`, MAML), and `log_lr`, a (2, C) log factor on the
+inner loop's updates (`inner.learn_lr`, Meta-SGD), each only when configured.
+"""
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from cwt_jax import optimizers
+
+CLASSIFIER_INITS = ("torch", "zeros", "learned")
+# How meta-training's gradient reaches the inner loop: not at all (the paper), through
+# each update taken as a constant (first-order MAML), or through every update.
+INNER_GRADIENTS = ("none", "first_order", "full")
+
+
+@dataclasses.dataclass(frozen=True)
+class InnerLoop:
+    """How an episode's support classifier is fitted: static, hashable settings.
+
+    Attributes:
+      optimizer: the inner optimiser.
+      steps: its updates.
+      init: the classifier's initialisation, one of `CLASSIFIER_INITS`.
+      learn_lr: whether the learned (2, C) log factor `inner["log_lr"]` scales the
+        updates (Meta-SGD).
+      gradient: how meta-training's gradient reaches the loop, one of `INNER_GRADIENTS`.
+    """
+
+    optimizer: optax.GradientTransformation
+    steps: int
+    init: str
+    learn_lr: bool
+    gradient: str
+
+
+def from_config(config) -> InnerLoop:
+    """The inner loop of a config: its `inner` section and `metatrain.inner_gradient`.
+
+    Built once per setting: the same settings give the same object (and optimiser), so
+    the programs compiled for it are reused.
+
+    Raises:
+      ConfigError: naming an optimiser optax does not have, or a bad argument of it.
+    """
+    return _inner_loop(
+        ml_collections.FrozenConfigDict(config.inner), config.metatrain.inner_gradient
+    )
+
+
+@functools.cache
+def _inner_loop(section: ml_collections.FrozenConfigDict, gradient: str) -> InnerLoop:
+    return InnerLoop(
+        optimizer=optimizers.from_config(section, "inner"),
+        steps=section.steps,
+        init=section.init,
+        learn_lr=section.learn_lr,
+        gradient=gradient,
+    )
+
+
+def init_inner_params(channels: int, inner_config) -> dict:
+    """The learned parts of the inner loop at the start of meta-training.
+
+    A learned initialisation starts at zeros, and a learned log learning-rate factor at
+    zeros, i.e. at `inner.lr` itself.
+
+    Args:
+      channels: feature channels C.
+      inner_config: the `inner` config section (`init`, `learn_lr`).
+
+    Returns:
+      `{"init": (2, C)}` with `inner.init=learned`, `{"log_lr": (2, C)}` with
+      `inner.learn_lr`, both, or {}.
+    """
+    params = {}
+    if inner_config.init == "learned":
+        params["init"] = jnp.zeros((2, channels))
+    if inner_config.learn_lr:
+        params["log_lr"] = jnp.zeros((2, channels))
+    return params
+
+
+def init_classifier(rng: jax.Array, inner_params: dict, channels: int, kind: str) -> jnp.ndarray:
+    """Initial (2, C) weights of an episode's support classifier.
+
+    Args:
+      rng: random key.
+      inner_params: the learned parts of the inner loop (`init_inner_params`).
+      channels: feature channels C.
+      kind: "torch" for PyTorch's Conv2d default, uniform(-1/sqrt(C), 1/sqrt(C)),
+        "zeros", or "learned" for `inner_params["init"]` (`InnerLoop.init`).
+
+    Returns:
+      (2, C) weights.
+    """
+    if kind not in CLASSIFIER_INITS:
+        raise ValueError(f"inner.init={kind!r} is not one of {', '.join(CLASSIFIER_INITS)}.")
+    if kind == "learned":
+        return inner_params["init"]
+    if kind == "zeros":
+        return jnp.zeros((2, channels))
+    bound = channels**-0.5
+    return jax.random.uniform(rng, (2, channels), minval=-bound, maxval=bound)

@@ -1,0 +1,58 @@
+"""Where a run's stages find their starting weights, checked before any work.
+
+Each stage starts from, in order: the work dir's own result of the stage before it
+(`<workdir>/pretrain/best`, `<workdir>/metatrain/best`), then the `init.backbone` /
+`init.cwt` keys, then `init.resnet` (stage 1 only), then random initialisation (stage 1
+only). `loading` reads and checks what these name.
+"""
+
+import json
+import os
+
+from absl import logging
+
+
+def check_stage_results(config, stages: tuple[str, ...], workdir: str) -> None:
+    """The results of the stages `config.mode` does not run and no `init.*` key replaces.
+
+    Checked before the data are prepared: a missing one stops the run at once.
+    """
+    if {"metatrain", "eval"} & set(stages) and "pretrain" not in stages:
+        if not config.init.backbone:
+            stage_result(workdir, "pretrain", "init.backbone")
+    if "eval" in stages and "metatrain" not in stages and not config.init.cwt:
+        stage_result(workdir, "metatrain", "init.cwt")
+
+
+def stage_result(workdir: str, stage: str, key: str) -> str:
+    """`<workdir>/<stage>/best`, the stage's result; raises `FileNotFoundError` naming `key`."""
+    path = os.path.join(workdir, stage, "best")
+    if not os.path.isdir(path) or not os.listdir(path):
+        raise FileNotFoundError(
+            f"No {stage} result in {path}; set {key} to a checkpoint or run mode={stage} first."
+        )
+    return path
+
+
+def warn_on_another_shot(path: str, shot: int, key: str) -> None:
+    """Warns when the CWT at `path` was meta-trained with another `data.shot` than `shot`.
+
+    A run's checkpoint folder (`<workdir>/metatrain/best`) has its stage's settings.json
+    beside it; a converted .pth file or checkpoint without one is not checked.
+    """
+    settings_path = os.path.join(os.path.dirname(os.path.normpath(path)), "settings.json")
+    if not os.path.isfile(settings_path):
+        return
+    with open(settings_path) as file:
+        trained_shot = json.load(file).get("data.shot")
+    if trained_shot is not None and trained_shot != shot:
+        logging.warning(
+            "%s=%s was meta-trained %s-shot (%s) and is evaluated %s-shot: the CWT may score "
+            "below the support-only classifier; meta-train with data.shot=%s for this setting.",
+            key,
+            path,
+            trained_shot,
+            settings_path,
+            shot,
+            shot,
+        )
