@@ -70,10 +70,8 @@ def run(
     query_images = [image_files.read_image(path, "--query") for path in paths]
     for path, image in zip(paths, query_images, strict=True):
         predict.check_image(image, settings.image_size, f"--query={path}")
-    model, backbone_variables, cwt_params, inner_params = predict.load_checkpoints(
-        backbone, cwt_checkpoint
-    )
-    _check_inner_init(inner_params, settings.inner_init, cwt_checkpoint)
+    loaded = predict.load_checkpoints(backbone, cwt_checkpoint)
+    _check_inner_init(loaded.inner_params, settings.inner_init, cwt_checkpoint)
     try:
         os.makedirs(output, exist_ok=True)
     except OSError as error:
@@ -81,14 +79,14 @@ def run(
             f"--output={output} cannot be created ({error.strerror}); choose another folder."
         ) from None
     predicted = predict.predictions(
-        model,
-        backbone_variables,
-        cwt_params,
+        loaded.model,
+        loaded.backbone_variables,
+        loaded.cwt_params,
         support_images,
         support_masks,
         query_images,
         settings,
-        inner_params=inner_params,
+        inner_params=loaded.inner_params,
     )
     entries = [
         image_files.write_query_outputs(output, path, image, masks)
