@@ -508,6 +508,8 @@ def test_a_seed_gives_its_run_wherever_it_stands_and_both_resolutions_are_report
         "episodes_per_run": [TINY["eval.num_episodes"]] * 2,
         "test_size": TINY["data.image_size"],
         "shot": 1,
+        "inner_optimizer": TINY["inner.optimizer"],
+        "inner_steps": TINY["inner.steps"],
         "aggregation": "mean ± std over runs",
     }
     assert all("original_cwt_miou" in line for line in read_metrics(workdir))
@@ -1081,8 +1083,8 @@ def test_scripts_refuse_wrong_arguments_with_their_usage(script, arguments, tmp_
 
 
 def test_a_failed_script_run_leaves_nothing_behind(subprocess_env, tmp_path):
-    """A run that stops on a user error (here: no VOC2012 folder) removes the work dir it
-    made."""
+    """A run that stops on a user error (here: no stage-1 result to evaluate, found before
+    the missing VOC2012 folder is looked at) removes the work dirs it made."""
     process = subprocess.run(
         ["bash", str(REPO / "scripts" / "test.sh"), "pascal", "1", "0", "1,1,1,1", "0"]
         + [f"--config.data.root={tmp_path / 'no_voc'}"],
@@ -1094,7 +1096,8 @@ def test_a_failed_script_run_leaves_nothing_behind(subprocess_env, tmp_path):
     )
     assert process.returncode == 1
     message = process.stderr.strip().splitlines()[-1]
-    assert message.startswith(f"error: PASCAL data root {tmp_path / 'no_voc'} has no folder")
+    assert message.startswith("error: No pretrain result in runs/pascal_fold0_1shot_resnet")
+    assert message.endswith("set init.backbone to a checkpoint or run mode=pretrain first.")
     assert os.listdir(tmp_path) == []
 
 

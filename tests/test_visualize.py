@@ -22,7 +22,8 @@ def test_panel_shows_every_support_and_both_predictions_with_titles():
     title = image.shape[0] - visualize.TILE
     assert image.shape == (title + visualize.TILE, (shot + 3) * visualize.TILE, 3)
     titles = image[:title]
-    assert (titles == 0).any() and (titles == 255).any()  # black text on white
+    # Dark antialiased text on white (OpenCV 4.x and 5.x draw the antialiased edges apart).
+    assert (titles.max(axis=-1) < 64).any() and (titles == 255).any()
     # The outline is drawn white on black: both show around a foreground of any colour.
     truth = image[title:, shot * visualize.TILE : (shot + 1) * visualize.TILE]
     assert (truth == 255).all(axis=-1).any() and (truth == 0).all(axis=-1).any()
