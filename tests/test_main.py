@@ -288,6 +288,9 @@ import orbax.checkpoint as ocp
 
 kill = signal.Signals[sys.argv.pop(1)]
 save = ocp.CheckpointManager.save
+# Ctrl-C's handler, as in a terminal: a process started in the background by a
+# non-interactive shell (a CI runner's `cmd &`) inherits SIGINT ignored.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 def save_then_kill(manager, *args, **kwargs):
     saved = save(manager, *args, **kwargs)
