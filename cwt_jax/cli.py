@@ -125,7 +125,7 @@ def _module(path: str, name: str):
 
 
 def config_lines(config: ml_collections.ConfigDict) -> str:
-    """Every key of `config` with its value, one `--config.KEY=VALUE` line each, in order."""
+    """Every key of `config` with its value, one `--config.KEY=VALUE` line each, by key."""
     flat = traverse_util.flatten_dict(config.to_dict(), sep=".")
     return "\n".join(f"--config.{key}={value!r}" for key, value in flat.items())
 
