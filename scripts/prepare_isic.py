@@ -8,9 +8,11 @@ those of ISIC 2017's task 3 (melanoma, nevus, seborrheic keratosis): PATNet ship
 ``data/isic/class_id.csv`` (``ID,Class`` lines). The ISIC 2018 task-3 ground truth does not
 serve: its images are HAM10000's (ISIC_0024306 on), none of them a task-1 image.
 
-The class folders are numbered in alphabetical order of the diagnosis: 1 melanoma,
-2 nevus, 3 seborrheic_keratosis. PATNet does not publish its numbering (ports differ);
-the benchmark's mIoU, a mean over the three classes, does not depend on it.
+The class folders are numbered as IFA's `data/preprocess_isic.py` numbers them (IFA,
+CVPR 2024, is built on PATNet's code): 1 nevus, 2 seborrheic_keratosis, 3 melanoma.
+PATNet itself publishes no numbering, and other ports differ (DR-Adapter's
+`ISIC_Split.py`: 1 seborrheic keratosis, 2 nevus, 3 melanoma); the benchmark's mIoU, a
+mean over the three classes, does not depend on it, but per-class numbers do.
 
 ``--classes_csv`` takes either PATNet's ``class_id.csv`` or ISIC 2017's task-3 ground
 truth (``ISIC-2017_Training_Part3_GroundTruth.csv``, and likewise its validation and test
@@ -29,7 +31,7 @@ import os
 import shutil
 
 IMAGE_DIR = "ISIC2018_Task1-2_Training_Input"
-CLASSES = ("melanoma", "nevus", "seborrheic_keratosis")  # folder k + 1 holds CLASSES[k]
+CLASSES = ("nevus", "seborrheic_keratosis", "melanoma")  # folder k + 1 holds CLASSES[k]
 
 
 def read_diagnoses(path: str) -> dict[str, str]:

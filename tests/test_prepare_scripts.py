@@ -108,13 +108,13 @@ def test_isic_sorts_by_patnet_class_csv(isic_root, tmp_path, capsys):
     )
     prepare_isic.main(["--root", str(isic_root), "--classes_csv", str(csv_path)])
     image_dir = isic_root / prepare_isic.IMAGE_DIR
-    assert sorted(os.listdir(image_dir / "1")) == ["ISIC_0000001.jpg"]
-    assert sorted(os.listdir(image_dir / "2")) == ["ISIC_0000000.jpg", "ISIC_0000004.jpg"]
-    assert sorted(os.listdir(image_dir / "3")) == ["ISIC_0000003.jpg"]
-    assert (image_dir / "2" / "ISIC_0000004.jpg").read_bytes() == b"jpeg 4"
+    assert sorted(os.listdir(image_dir / "1")) == ["ISIC_0000000.jpg", "ISIC_0000004.jpg"]
+    assert sorted(os.listdir(image_dir / "2")) == ["ISIC_0000003.jpg"]
+    assert sorted(os.listdir(image_dir / "3")) == ["ISIC_0000001.jpg"]
+    assert (image_dir / "1" / "ISIC_0000004.jpg").read_bytes() == b"jpeg 4"
     assert "1 without a diagnosis left out" in capsys.readouterr().out
     prepare_isic.main(["--root", str(isic_root), "--classes_csv", str(csv_path)])  # rerun: same
-    assert sorted(os.listdir(image_dir / "2")) == ["ISIC_0000000.jpg", "ISIC_0000004.jpg"]
+    assert sorted(os.listdir(image_dir / "1")) == ["ISIC_0000000.jpg", "ISIC_0000004.jpg"]
 
 
 def test_isic_reads_isic2017_ground_truth(isic_root, tmp_path):
@@ -126,7 +126,7 @@ def test_isic_reads_isic2017_ground_truth(isic_root, tmp_path):
     placed, undiagnosed = prepare_isic.prepare(str(isic_root), str(csv_path))
     assert placed == {1: 1, 2: 1, 3: 1} and undiagnosed == 2
     image_dir = isic_root / prepare_isic.IMAGE_DIR
-    assert os.listdir(image_dir / "3") == ["ISIC_0000002.jpg"]
+    assert os.listdir(image_dir / "2") == ["ISIC_0000002.jpg"]  # seborrheic keratosis
 
 
 def test_isic_bad_inputs(isic_root, tmp_path):
