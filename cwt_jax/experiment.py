@@ -60,7 +60,13 @@ def run(config, workdir: str, report: Callable[[str], None] | None = None) -> No
             episode_list = data.read_episode_list(config.eval.episodes)
         starting.check_stage_results(config, stages, workdir)
         inputs = sharding.in_turn(
-            lambda: input_pipeline.prepare(config.data, config.seed, workdir, report)
+            lambda: input_pipeline.prepare(
+                config.data,
+                config.seed,
+                workdir,
+                report,
+                training=bool({"pretrain", "metatrain"} & set(stages)),
+            )
         )
         if episode_list is not None:
             data.check_episode_list(

@@ -1,0 +1,272 @@
+"""The cross-domain datasets on miniature trees in their real layouts: PATNet's episode
+rules, the squash resize against Pillow and PyTorch, episode files, bad inputs, and an
+evaluation end to end per dataset on .pth checkpoints."""
+
+import importlib
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torch_reference as ref
+from PIL import Image
+
+from cwt_jax import data, errors, experiment
+from cwt_jax.data import codec, cross_domain, transforms
+
+SIZE = (20, 26)  # (height, width) of every miniature image
+LAYERS, WIDTH, BOTTLENECK, HEADS = (1, 1, 1, 1), 8, 16, 2
+
+
+def write_pair(image_path, mask_path, seed, grey_mask=True):
+    """A random JPEG (or PNG) image and a 0/255 mask (grey, or RGB) of SIZE."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(os.path.dirname(image_path), exist_ok=True)
+    os.makedirs(os.path.dirname(mask_path), exist_ok=True)
+    cv2.imwrite(image_path, rng.integers(0, 256, (*SIZE, 3), dtype=np.uint8))
+    mask = np.zeros(SIZE, np.uint8)
+    mask[2 : 4 + seed % 9, 3 : 12 + seed % 7] = 255
+    cv2.imwrite(mask_path, mask if grey_mask else np.stack([mask] * 3, -1))
+
+
+def make_tree(root, dataset, images_per_class=3):
+    """A miniature tree of `dataset` in its layout; returns the class list files (fss1000)."""
+    root = str(root)
+    if dataset == "deepglobe":
+        for c in range(1, 7):
+            for i in range(images_per_class):
+                base = os.path.join(root, str(c), "test")
+                write_pair(f"{base}/origin/{c}0{i}.jpg", f"{base}/groundtruth/{c}0{i}.png", i + c)
+    elif dataset == "isic":
+        for c in range(1, 4):
+            for i in range(images_per_class):
+                name = f"ISIC_{c:03d}{i:04d}"
+                write_pair(
+                    f"{root}/ISIC2018_Task1-2_Training_Input/{c}/{name}.jpg",
+                    f"{root}/ISIC2018_Task1_Training_GroundTruth/{name}_segmentation.png",
+                    i + 3 * c,
+                )
+    elif dataset == "chest_xray":
+        for i in range(images_per_class + 1):
+            write_pair(f"{root}/CXR_png/CHNCXR_{i:04d}_0.png", f"{root}/masks/x.png", i)
+            os.replace(f"{root}/masks/x.png", f"{root}/masks/CHNCXR_{i:04d}_0_mask.png")
+        # An image without a mask, as in the real release: not part of the dataset.
+        write_pair(f"{root}/CXR_png/MCUCXR_0001_0.png", f"{root}/unused/m.png", 99)
+    else:  # fss1000 and folder: <root>/<class>/<n>.jpg, <n>.png
+        classes = {"train": ["bus", "cat"], "val": ["dog", "eel"], "test": ["fox", "gnu"]}
+        for names in classes.values():
+            for c, name in enumerate(names):
+                for i in range(1, images_per_class + 1):
+                    write_pair(
+                        f"{root}/{name}/{i}.jpg", f"{root}/{name}/{i}.png", i + c, grey_mask=c
+                    )
+        lists = {}
+        for split, names in classes.items():
+            lists[split] = os.path.join(root, f"{split}.txt")
+            with open(lists[split], "w") as f:
+                f.write("".join(n + "\n" for n in reversed(names)))
+        return lists
+    return None
+
+
+@pytest.fixture(scope="module")
+def trees(tmp_path_factory):
+    """A prepared miniature dataset of each layout: {dataset: (root, dataset dir)}."""
+    prepared = {}
+    for dataset in ("fss1000", "deepglobe", "isic", "chest_xray"):
+        root = tmp_path_factory.mktemp(dataset)
+        lists = make_tree(root, dataset)
+        dataset_dir = data.prepare_cross_domain(
+            dataset, str(root), str(tmp_path_factory.mktemp("tfds")), lists
+        )
+        prepared[dataset] = (str(root), dataset_dir)
+    return prepared
+
+
+def test_fss1000_lists_ship_in_the_package_with_hsnets_split_sizes():
+    names = {}
+    for split, path in cross_domain.FSS1000_LISTS.items():
+        with open(path) as f:
+            names[split] = [line.strip() for line in f if line.strip()]
+    assert {s: len(n) for s, n in names.items()} == {"train": 520, "val": 240, "test": 240}
+    assert len(set(names["train"]) | set(names["val"]) | set(names["test"])) == 1000
+    assert "bus" in names["test"] and "fountain" in names["train"]
+
+
+def test_squash_resizes_as_torchvision_on_a_pil_image_and_masks_as_torch_nearest():
+    rng = np.random.default_rng(0)
+    for height, width, size in ((37, 53, 24), (20, 26, 64), (400, 300, 400), (31, 17, 17)):
+        image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        mask = rng.integers(0, 2, (height, width), dtype=np.uint8)
+        ours, our_mask = transforms.squash(image.astype(np.float32), mask, size)
+        # torchvision's Resize((S, S)) on a PIL image is PIL's resize((S, S), BILINEAR).
+        pillow = Image.fromarray(image).resize((size, size), Image.BILINEAR)
+        np.testing.assert_array_equal(ours, np.asarray(pillow, np.float32))
+        expected = torch.nn.functional.interpolate(
+            torch.from_numpy(mask)[None, None].float(), (size, size), mode="nearest"
+        )[0, 0].numpy()
+        np.testing.assert_array_equal(our_mask, expected.astype(np.uint8))
+    image, mask = transforms.eval_transform(image.astype(np.float32), mask, 12, resize="squash")
+    assert image.shape == (12, 12, 3) and mask.shape == (12, 12) and mask.max() <= 1
+
+
+def test_binary_masks_are_foreground_from_grey_128_in_any_mode():
+    grey = np.array([[0, 127, 128, 255]], np.uint8)
+    for array in (grey, np.stack([grey] * 3, -1)):
+        ok, encoded = cv2.imencode(".png", array)
+        assert codec.decode_binary_mask(encoded.tobytes(), "m").tolist() == [[0, 0, 1, 1]]
+
+
+def test_layouts_give_relative_ids_and_classes_in_order(trees):
+    isic = data.open_split(trees["isic"][1], "test")
+    assert isic.ids[0] == "ISIC2018_Task1-2_Training_Input/1/ISIC_0010000.jpg"
+    assert isic.class_names == ("1", "2", "3") and isic.labels == (1,) * 3 + (2,) * 3 + (3,) * 3
+    fss = {s: data.open_split(trees["fss1000"][1], s) for s in ("train", "val", "test")}
+    assert fss["test"].class_names == ("fox", "gnu")  # sorted, whatever the list's order
+    assert fss["test"].ids[:4] == ("fox/1.jpg", "fox/2.jpg", "fox/3.jpg", "gnu/1.jpg")
+    chest = data.open_split(trees["chest_xray"][1], "test")
+    assert chest.ids == tuple(f"CXR_png/CHNCXR_{i:04d}_0.png" for i in range(4))
+    image, mask = chest.load(0)
+    assert image.shape == (*SIZE, 3) and set(np.unique(mask)) == {0, 1}
+    deepglobe = data.open_split(trees["deepglobe"][1], "test")
+    assert deepglobe.ids[0] == "1/test/origin/100.jpg" and len(deepglobe) == 18
+
+
+@pytest.mark.parametrize("dataset", ["deepglobe", "isic", "chest_xray"])
+def test_class_of_episode_i_is_i_mod_classes_as_patnet(trees, dataset):
+    split = data.open_split(trees[dataset][1], "test")
+    classes = tuple(range(1, len(split.class_names) + 1))
+    specs = data.sample_episode_list(split, classes, shot=2, num_episodes=24, seed=0)
+    queries = set()
+    for index, spec in enumerate(specs):
+        assert spec["class_id"] == classes[index % len(classes)]
+        images = [spec["query_id"], *spec["support_ids"]]
+        assert len(set(images)) == 3
+        assert all(split.labels[split.index_of[i]] == spec["class_id"] for i in images)
+        queries.add(spec["query_id"])
+    assert len(queries) > len(classes)  # queries drawn at random, not one per class
+    assert specs == data.sample_episode_list(split, classes, shot=2, num_episodes=24, seed=0)
+
+
+def test_fss1000_runs_each_test_image_once_as_a_query(trees):
+    split = data.open_split(trees["fss1000"][1], "test")
+    specs = data.sample_episode_list(split, (1, 2), shot=2, num_episodes=len(split), seed=0)
+    assert [s["query_id"] for s in specs] == list(split.ids)
+    for spec in specs:
+        assert spec["query_id"] not in spec["support_ids"]
+        assert {i.split("/")[0] for i in spec["support_ids"]} == {spec["query_id"].split("/")[0]}
+        assert spec["class_id"] == split.class_names.index(spec["query_id"].split("/")[0]) + 1
+
+
+def test_episode_files_name_images_by_relative_path_and_replay(trees, tmp_path):
+    split = data.open_split(trees["isic"][1], "test")
+    specs = data.sample_episode_list(split, (1, 2, 3), shot=1, num_episodes=6, seed=3)
+    path = str(tmp_path / "episodes.json")
+    data.write_episode_list(path, specs)
+    with open(path) as f:
+        written = json.load(f)
+    assert written[1]["query_id"].startswith("ISIC2018_Task1-2_Training_Input/2/")
+    assert written[1]["class_id"] == 2
+    replayed = data.episodes_from_list(
+        split, data.read_episode_list(path), image_size=16, resize="squash"
+    )
+    sampled = data.eval_episodes(
+        split, (1, 2, 3), shot=1, image_size=16, num_episodes=6, seed=3, resize="squash"
+    )
+    for index in range(6):
+        for key in ("query_image", "query_mask", "support_masks"):
+            np.testing.assert_array_equal(replayed[index][key], sampled[index][key])
+    assert set(np.unique(replayed[0]["query_mask"])) <= {0, 1}  # nothing ignored
+    data.check_episode_list(split, written, (1, 2, 3), path)
+    written[0]["support_ids"] = [split.ids[-1]]  # an image of class 3 in a class-1 episode
+    with pytest.raises(errors.DataError, match="is an image of class 3"):
+        data.check_episode_list(split, written, (1, 2, 3), path)
+
+
+@pytest.mark.parametrize(
+    "dataset, damage, message",
+    [
+        ("isic", "rm -r {root}/ISIC2018_Task1_Training_GroundTruth", "has no folder"),
+        ("deepglobe", "rm {root}/3/test/groundtruth/301.png", "has no mask"),
+        ("chest_xray", "rm {root}/CXR_png/CHNCXR_0002_0.png", "has no image"),
+        ("fss1000", "rm -r {root}/eel", "Class 'eel' has no images"),
+        ("isic", "rm {root}/ISIC2018_Task1-2_Training_Input/2/*.jpg", "holds no .jpg"),
+    ],
+)
+def test_bad_layouts_are_named_before_any_work(tmp_path, dataset, damage, message):
+    root = tmp_path / "root"
+    lists = make_tree(root, dataset)
+    os.system(damage.format(root=root))
+    with pytest.raises(errors.DataError, match=message):
+        data.prepare_cross_domain(dataset, str(root), str(tmp_path / "tfds"), lists)
+    assert not (tmp_path / "tfds").exists()
+
+
+def test_a_class_with_too_few_images_names_its_folder(trees):
+    split = data.open_split(trees["deepglobe"][1], "test")
+    with pytest.raises(errors.DataError, match=r"3 images in .*/1/test/origin, fewer than"):
+        data.sample_episode_list(split, (1,), shot=3, num_episodes=2, seed=0)
+
+
+@pytest.fixture(scope="module")
+def torch_weights(tmp_path_factory):
+    """.pth files of a tiny PSPNet and CWT."""
+    directory = tmp_path_factory.mktemp("torch")
+    torch.manual_seed(0)
+    pspnet = ref.PSPNet(LAYERS, WIDTH, BOTTLENECK)
+    paths = {name: str(directory / f"{name}.pth") for name in ("backbone", "cwt")}
+    torch.save({"state_dict": pspnet.state_dict()}, paths["backbone"])
+    torch.save(ref.MultiHeadAttentionOne(HEADS, BOTTLENECK).state_dict(), paths["cwt"])
+    return paths
+
+
+def tiny(config, overrides):
+    for dotted, value in {
+        "model.layers": LAYERS,
+        "model.width": WIDTH,
+        "model.bottleneck_dim": BOTTLENECK,
+        "cwt.heads": HEADS,
+        "data.image_size": 24,
+        "data.num_workers": 0,
+        "inner.steps": 3,
+        "eval.num_runs": 1,
+        "eval.num_episodes": 6,
+        "eval.episodes_per_step": 2,
+        "compilation_cache_dir": "",
+        **overrides,
+    }.items():
+        *sections, key = dotted.split(".")
+        section = config
+        for name in sections:
+            section = section[name]
+        section[key] = value
+    return config
+
+
+@pytest.mark.parametrize("dataset", ["fss1000", "deepglobe", "isic", "chest_xray"])
+def test_pascal_to_dataset_evaluates_pth_checkpoints_end_to_end(
+    trees, torch_weights, tmp_path, dataset
+):
+    config = importlib.import_module(f"configs.pascal_to_{dataset}_1shot").get_config()
+    config = tiny(
+        config,
+        {
+            "mode": "eval",
+            "data.test_root": trees[dataset][0],
+            "data.cache_dir": str(tmp_path / "tfds"),
+            "init.backbone": torch_weights["backbone"],
+            "init.cwt": torch_weights["cwt"],
+        },
+    )
+    if dataset == "fss1000":  # the miniature tree's own class lists
+        config.data.test_list = os.path.join(trees[dataset][0], "test.txt")
+    experiment.run(config, str(tmp_path / "run"))
+    with open(tmp_path / "run" / "results.json") as f:
+        results = json.load(f)
+    split = data.open_split(trees[dataset][1], "test")
+    names = {str(c): name for c, name in enumerate(split.class_names, start=1)}
+    assert results["class_names"] == names and set(results["per_class_iou"]) == set(names)
+    assert results["protocol"]["test_size"] == 24 and results["episodes"] == [6]
+    assert 0 <= results["miou"] <= 1
