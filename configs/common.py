@@ -184,7 +184,6 @@ def fss1000(shot: int) -> ml_collections.ConfigDict:
     train on binary masks: the backbone comes from `init.backbone`.
     """
     config = base()
-    config.mode = "metatrain"
     config.data.dataset = "fss1000"
     config.data.shot = shot
     config.data.resize = "squash"

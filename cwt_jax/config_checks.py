@@ -110,10 +110,11 @@ def _data(config, stages) -> None:
             f"eval.label_resolution={config.eval.label_resolution} needs data.resize=padded: "
             "squashed images have no original-size inverse here; use label_resolution=padded."
         )
-    if "pretrain" in stages and section.dataset in cross_domain.DATASETS:
+    binary = section.dataset in cross_domain.DATASETS
+    if "pretrain" in stages and binary and not config.init.backbone:
         raise ConfigError(
             f"data.dataset={section.dataset} has binary masks, which stage 1 cannot train on; "
-            "pass init.backbone (a PSPNet trained on PASCAL or COCO) or use mode=metatrain."
+            "pass init.backbone (a PSPNet trained on PASCAL or COCO)."
         )
     for split in ("train", "val", "test"):
         if section.folder_classes[split] and section[f"{split}_list"]:

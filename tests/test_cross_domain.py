@@ -5,16 +5,26 @@ evaluation end to end per dataset on .pth checkpoints."""
 import importlib
 import json
 import os
+import pathlib
+import re
+import subprocess
+import sys
 
 import cv2
+import data_fixtures
 import numpy as np
 import pytest
 import torch
 import torch_reference as ref
+from absl import flags as absl_flags
+from ml_collections import config_flags
 from PIL import Image
 
-from cwt_jax import data, errors, experiment
-from cwt_jax.data import codec, cross_domain, transforms
+from cwt_jax import cli, config_checks, data, errors, experiment
+from cwt_jax.data import codec, cross_domain, input_pipeline, transforms
+from cwt_jax.training import metatrain
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 SIZE = (20, 26)  # (height, width) of every miniature image
 LAYERS, WIDTH, BOTTLENECK, HEADS = (1, 1, 1, 1), 8, 16, 2
@@ -270,3 +280,153 @@ def test_pascal_to_dataset_evaluates_pth_checkpoints_end_to_end(
     assert results["class_names"] == names and set(results["per_class_iou"]) == set(names)
     assert results["protocol"]["test_size"] == 24 and results["episodes"] == [6]
     assert 0 <= results["miou"] <= 1
+
+
+def test_own_classes_in_a_folder_are_meta_trained_and_evaluated(torch_weights, tmp_path):
+    """The README's example: train, val and test classes named on the command line."""
+    root = tmp_path / "my_classes"
+    make_tree(root, "folder")
+    config = tiny(
+        importlib.import_module("configs.folder_1shot").get_config(),
+        {
+            "data.root": str(root),
+            "data.cache_dir": str(tmp_path / "tfds"),
+            "init.backbone": torch_weights["backbone"],
+            "data.folder_classes.train": ("bus", "cat"),
+            "data.folder_classes.val": ("dog", "eel"),
+            "data.folder_classes.test": ("fox", "gnu"),
+            "metatrain.epochs": 1,
+            "metatrain.episodes_per_epoch": 2,
+            "metatrain.episodes_per_step": 2,
+            "metatrain.val_episodes": 2,
+            "metatrain.checkpoint_every": 1,
+        },
+    )
+    inputs = input_pipeline.prepare(config.data, 0, str(tmp_path))
+    assert inputs.train.class_names == ("bus", "cat") and inputs.test_classes == (1, 2)
+    train_split, val_split, specs = metatrain.validation_episodes(config, inputs)
+    assert val_split.class_names == ("dog", "eel") and len(specs) == 2
+    assert all(s["query_id"].split("/")[0] in ("dog", "eel") for s in specs)
+    experiment.run(config, str(tmp_path / "run"))
+    with open(tmp_path / "run" / "results.json") as f:
+        results = json.load(f)
+    assert results["class_names"] == {"1": "fox", "2": "gnu"}
+    assert os.path.isdir(tmp_path / "run" / "metatrain" / "best")
+    # Without class lists, every class folder is a test class.
+    config.mode, config.init.cwt = "eval", str(tmp_path / "run" / "metatrain" / "best")
+    config.eval.num_episodes = 18  # each of the 6 x 3 images once as a query
+    for split in ("train", "val", "test"):
+        config.data.folder_classes[split] = ()
+    experiment.run(config, str(tmp_path / "every_class"))
+    with open(tmp_path / "every_class" / "results.json") as f:
+        names = json.load(f)["class_names"]
+    assert list(names.values()) == ["bus", "cat", "dog", "eel", "fox", "gnu"]
+
+
+def test_pascal_with_every_class_base_selects_on_fss1000_val(torch_weights, tmp_path):
+    """data.fold=all: meta-training on the 20 PASCAL classes, model selection on FSS-1000's
+    240 val classes (data.val_root), evaluation on ISIC."""
+    voc, fss, isic = tmp_path / "voc", tmp_path / "fss", tmp_path / "isic"
+    data_fixtures.make_pascal_tree(str(voc))
+    with open(cross_domain.FSS1000_LISTS["val"]) as f:
+        val_classes = [line.strip() for line in f if line.strip()]
+    for c, name in enumerate(val_classes):
+        for i in (1, 2):
+            write_pair(f"{fss}/{name}/{i}.jpg", f"{fss}/{name}/{i}.png", c + i)
+    make_tree(isic, "isic")
+    config = tiny(
+        importlib.import_module("configs.pascal_to_isic_1shot").get_config(),
+        {
+            "data.root": str(voc),
+            "data.train_list": str(voc / "lists" / "train.txt"),
+            "data.val_list": str(voc / "lists" / "val.txt"),
+            "data.val_root": str(fss),
+            "data.test_root": str(isic),
+            "data.cache_dir": str(tmp_path / "tfds"),
+            "init.backbone": torch_weights["backbone"],
+            "metatrain.epochs": 1,
+            "metatrain.episodes_per_epoch": 2,
+            "metatrain.episodes_per_step": 2,
+            "metatrain.val_episodes": 4,
+            "metatrain.checkpoint_every": 1,
+        },
+    )
+    assert config.data.fold == "all"
+    inputs = input_pipeline.prepare(config.data, 0, str(tmp_path))
+    assert inputs.classes.base == tuple(range(1, 21)) and inputs.classes.novel == ()
+    assert inputs.train.dataset == "pascal" and inputs.val.dataset == "isic"
+    train_split, val_split, specs = metatrain.validation_episodes(config, inputs)
+    assert (train_split.dataset, val_split.dataset, val_split.name) == ("pascal", "fss1000", "val")
+    assert len(val_split.class_names) == 240
+    assert all(val_classes.index(s["query_id"].split("/")[0]) >= 0 for s in specs)
+    experiment.run(config, str(tmp_path / "run"))
+    with open(tmp_path / "run" / "results.json") as f:
+        assert json.load(f)["class_names"] == {"1": "1", "2": "2", "3": "3"}
+
+
+def test_fold_all_is_taken_from_the_command_line(monkeypatch):
+    values = absl_flags.FlagValues()
+    holder = config_flags.DEFINE_config_file("config", None, "", flag_values=values)
+    for fold, expected in (("all", "all"), ("2", 2)):
+        argv = ["main", "--config=configs/pascal_to_isic_1shot.py", f"--config.data.fold={fold}"]
+        monkeypatch.setattr(sys, "argv", argv)
+        cli.parse_flags(argv, values)
+        assert holder.value.data.fold == expected
+    assert data.class_split("pascal", "all").novel == ()
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"data.resize": "crop"}, "data.resize='crop' is not one of padded, squash"),
+        ({"eval.label_resolution": "both"}, "needs data.resize=padded"),
+        ({"data.fold": 4}, "data.fold=4 is not one of 0, 1, 2, 3, all"),
+        ({"data.dataset": "fss1000", "mode": "all"}, "pass init.backbone"),
+        ({"data.folder_classes.test": ("a",)}, "is for data.dataset=folder"),
+        ({"mode": "metatrain", "data.val_root": ""}, "set data.val_root"),
+    ],
+)
+def test_bad_cross_domain_settings_are_config_errors(overrides, message):
+    config = importlib.import_module("configs.pascal_to_isic_1shot").get_config()
+    with config.data.ignore_type():
+        config = tiny(config, overrides)
+    with pytest.raises(errors.ConfigError, match=re.escape(message)):
+        config_checks.validate(config)
+
+
+def test_the_cross_domain_eval_command_reads_pth_checkpoints(trees, torch_weights, tmp_path):
+    """The command line of the issue: converted .pth checkpoints, the test dataset only."""
+    overrides = {
+        "mode": "eval",
+        "data.test_root": trees["isic"][0],
+        "data.cache_dir": str(tmp_path / "tfds"),
+        "init.backbone": torch_weights["backbone"],
+        "init.cwt": torch_weights["cwt"],
+        "model.layers": "1,1,1,1",
+        "model.width": WIDTH,
+        "model.bottleneck_dim": BOTTLENECK,
+        "cwt.heads": HEADS,
+        "data.image_size": 24,
+        "inner.steps": 3,
+        "eval.num_runs": 1,
+        "eval.num_episodes": 6,
+        "eval.episodes_per_step": 2,
+    }
+    process = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cwt_jax.main",
+            "--config=configs/pascal_to_isic_1shot.py",
+            f"--workdir={tmp_path / 'run'}",
+            *(f"--config.{key}={value}" for key, value in overrides.items()),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert process.returncode == 0, process.stderr[-2000:]
+    assert "mIoU" in process.stdout
+    with open(tmp_path / "run" / "results.json") as f:
+        assert json.load(f)["protocol"]["episodes_per_run"] == [6]

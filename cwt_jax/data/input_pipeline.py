@@ -9,6 +9,8 @@ import grain
 from cwt_jax import data
 from cwt_jax.data import cross_domain
 
+ALL_SPLITS = ("train", "val", "test")
+
 
 @dataclasses.dataclass(frozen=True)
 class Inputs:
@@ -64,11 +66,11 @@ def prepare(
     dataset, test_dataset = data_config.dataset, data_config.test_dataset or data_config.dataset
     if data_config.test_dataset:
         test_dir = _prepare_dataset(
-            test_dataset, data_config.test_root, data_config, seed, cache_dir, report
+            test_dataset, data_config.test_root, data_config, seed, cache_dir, report, ("test",)
         )
     if training or not data_config.test_dataset:
         train_dir = _prepare_dataset(
-            dataset, data_config.root, data_config, seed, cache_dir, report
+            dataset, data_config.root, data_config, seed, cache_dir, report, ALL_SPLITS
         )
     if not data_config.test_dataset:
         test_dir = train_dir
@@ -92,7 +94,7 @@ def prepare(
             base_val = data.open_split(train_dir, "val")
     if data_config.val_root and training:
         fss_dir = _prepare_dataset(
-            "fss1000", data_config.val_root, data_config, seed, cache_dir, report
+            "fss1000", data_config.val_root, data_config, seed, cache_dir, report, ("val",)
         )
         selection = data.open_split(fss_dir, "val")
     if test_dataset in cross_domain.DATASETS:
@@ -130,8 +132,9 @@ def _has_split(dataset_dir: str, split: str) -> bool:
 
 
 def _prepare_dataset(
-    dataset: str, root: str, data_config, seed: int, cache_dir: str, report
+    dataset: str, root: str, data_config, seed: int, cache_dir: str, report, wanted
 ) -> str:
+    """The dataset's directory, prepared once; of a cross-domain one, the `wanted` splits."""
     if dataset == "synthetic":
         return data.prepare_synthetic(
             cache_dir,
@@ -142,9 +145,6 @@ def _prepare_dataset(
             report=report,
         )
     if dataset in cross_domain.DATASETS:
-        wanted = ("train", "val", "test") if dataset == data_config.dataset else ("test",)
-        if root == data_config.val_root:
-            wanted = ("val",)
         return data.prepare_cross_domain(
             dataset, root, cache_dir, class_lists(data_config, dataset), report, wanted
         )
@@ -164,7 +164,7 @@ def class_lists(data_config, dataset: str) -> dict:
     if dataset not in ("fss1000", "folder"):
         return {}
     lists = {}
-    for split in ("train", "val", "test") if dataset == data_config.dataset else ("test",):
+    for split in ALL_SPLITS if dataset == data_config.dataset else ("test",):
         names, list_file = data_config.folder_classes[split], data_config[f"{split}_list"]
         if names or list_file:
             lists[split] = tuple(names) or list_file
