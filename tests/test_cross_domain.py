@@ -214,6 +214,18 @@ def test_bad_layouts_are_named_before_any_work(tmp_path, dataset, damage, messag
     assert not (tmp_path / "tfds").exists()
 
 
+def test_a_missing_root_or_a_folder_without_classes_is_named(tmp_path):
+    with pytest.raises(errors.DataError, match=r"fss1000 data root .*/nowhere does not exist"):
+        data.prepare_cross_domain("fss1000", str(tmp_path / "nowhere"), str(tmp_path / "tfds"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(errors.DataError, match="holds no class folder"):
+        data.prepare_cross_domain("folder", str(tmp_path / "empty"), str(tmp_path / "tfds"))
+    with pytest.raises(errors.DataError, match="Class list file no.txt does not exist"):
+        data.prepare_cross_domain(
+            "folder", str(tmp_path / "empty"), str(tmp_path / "tfds"), {"test": "no.txt"}
+        )
+
+
 def test_a_class_with_too_few_images_names_its_folder(trees):
     split = data.open_split(trees["deepglobe"][1], "test")
     with pytest.raises(errors.DataError, match=r"3 images in .*/1/test/origin, fewer than"):
@@ -430,3 +442,33 @@ def test_the_cross_domain_eval_command_reads_pth_checkpoints(trees, torch_weight
     assert "mIoU" in process.stdout
     with open(tmp_path / "run" / "results.json") as f:
         assert json.load(f)["protocol"]["episodes_per_run"] == [6]
+
+
+def test_exported_episodes_replay_as_run_0(trees, torch_weights, tmp_path):
+    """mode=export_episodes writes Deepglobe's episodes by relative path; eval.episodes
+    replays them with run 0's numbers."""
+    config = tiny(
+        importlib.import_module("configs.pascal_to_deepglobe_5shot").get_config(),
+        {
+            "mode": "export_episodes",
+            "data.shot": 1,
+            "data.test_root": trees["deepglobe"][0],
+            "data.cache_dir": str(tmp_path / "tfds"),
+            "init.backbone": torch_weights["backbone"],
+            "init.cwt": torch_weights["cwt"],
+        },
+    )
+    experiment.run(config, str(tmp_path / "export"))
+    episodes = data.read_episode_list(str(tmp_path / "export" / "episodes.json"))
+    assert [e["class_id"] for e in episodes] == [1, 2, 3, 4, 5, 6]
+    assert all(e["query_id"].startswith(f"{e['class_id']}/test/origin/") for e in episodes)
+    config.mode = "eval"
+    experiment.run(config, str(tmp_path / "sampled"))
+    config.eval.episodes = str(tmp_path / "export" / "episodes.json")
+    experiment.run(config, str(tmp_path / "replayed"))
+    results = {}
+    for name in ("sampled", "replayed"):
+        with open(tmp_path / name / "results.json") as f:
+            results[name] = json.load(f)
+    assert results["replayed"]["per_class_iou"] == results["sampled"]["per_class_iou"]
+    assert results["replayed"]["miou"] == results["sampled"]["miou"]

@@ -107,7 +107,14 @@ def splits(
     elif class_lists:
         names = {split: class_lists[split] for split in wanted if split in class_lists}
     else:
-        names = {"test": sorted(d for d in os.listdir(root) if os.path.isdir(_join(root, d)))}
+        names = {
+            "test": sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+        }
+        if not names["test"]:
+            raise DataError(
+                f"folder data root {root} holds no class folder; expected <class>/<name>.jpg "
+                f"with masks <class>/<name>.png ({README_HINT})."
+            )
     listed = {split: _class_names(value) for split, value in names.items()}
     return {
         split: _class_folders(root, sorted(classes)) for split, classes in listed.items() if classes
@@ -127,16 +134,21 @@ def _check_root(dataset: str, root: str) -> None:
             f"No {dataset} data root is set; set data.root (data.test_root for the test "
             f"dataset of a cross-domain run) to the folder holding {expected} ({README_HINT})."
         )
+    if not os.path.isdir(root):
+        raise DataError(
+            f"{dataset} data root {root} does not exist; expected a folder holding {expected} "
+            f"({README_HINT})."
+        )
     folders = {
         "deepglobe": [os.path.join(c, "test", "origin") for c in _DEEPGLOBE_CLASSES],
         "isic": [os.path.join(_ISIC_IMAGES, c) for c in _ISIC_CLASSES] + [_ISIC_MASKS],
         "chest_xray": ["CXR_png", "masks"],
-    }.get(dataset, [""])
+    }.get(dataset, [])
     for folder in folders:
-        if not os.path.isdir(_join(root, folder)):
+        if not os.path.isdir(os.path.join(root, folder)):
             raise DataError(
-                f"{dataset} data root {root} has no folder {folder or '.'}/; expected "
-                f"{expected} under the root ({README_HINT})."
+                f"{dataset} data root {root} has no folder {folder}/; expected {expected} "
+                f"under the root ({README_HINT})."
             )
 
 
@@ -157,7 +169,7 @@ def _class_folders(root: str, class_names: Sequence[str]) -> LabelledSplit:
     """FSS-1000's layout: `<root>/<class>/<n>.jpg`, each with `<n>.png` beside it."""
     items, labels = [], []
     for class_id, name in enumerate(class_names, start=1):
-        folder = _join(root, name)
+        folder = os.path.join(root, name)
         images = (
             sorted(f for f in os.listdir(folder) if f.endswith(".jpg"))
             if os.path.isdir(folder)
@@ -174,7 +186,7 @@ def _class_folders(root: str, class_names: Sequence[str]) -> LabelledSplit:
             labels.append(class_id)
     return LabelledSplit(
         tuple(class_names),
-        tuple(_join(root, name) for name in class_names),
+        tuple(os.path.join(root, name) for name in class_names),
         tuple(items),
         tuple(labels),
     )
@@ -213,7 +225,9 @@ def _chest_xray(root: str) -> LabelledSplit:
                 f"Mask {os.path.join(root, 'masks', mask)} has no image {image}; every "
                 "masks/<id>_mask.png needs CXR_png/<id>.png."
             )
-        items.append(layouts.Item(os.path.relpath(image, root), image, _join(root, "masks", mask)))
+        items.append(
+            layouts.Item(os.path.relpath(image, root), image, os.path.join(root, "masks", mask))
+        )
     return LabelledSplit(("lung",), (os.path.join(root, "masks"),), tuple(items), (1,) * len(items))
 
 
@@ -229,7 +243,3 @@ def _item(root: str, image: str, mask: str) -> layouts.Item:
     if not os.path.isfile(mask):
         raise DataError(f"Image {image} has no mask {mask}; each image needs its mask there.")
     return layouts.Item(os.path.relpath(image, root), image, mask)
-
-
-def _join(root: str, *parts: str) -> str:
-    return os.path.join(root, *parts).rstrip(os.sep)
