@@ -214,6 +214,14 @@ def test_bad_layouts_are_named_before_any_work(tmp_path, dataset, damage, messag
     assert not (tmp_path / "tfds").exists()
 
 
+def test_an_image_and_mask_of_different_sizes_are_named(tmp_path):
+    make_tree(tmp_path / "root", "chest_xray")
+    mask = tmp_path / "root" / "masks" / "CHNCXR_0001_0_mask.png"
+    cv2.imwrite(str(mask), np.zeros((5, 5), np.uint8))
+    with pytest.raises(errors.DataError, match=r"is 26x20 but its mask .*_mask.png is 5x5"):
+        data.prepare_cross_domain("chest_xray", str(tmp_path / "root"), str(tmp_path / "tfds"))
+
+
 def test_a_missing_root_or_a_folder_without_classes_is_named(tmp_path):
     with pytest.raises(errors.DataError, match=r"fss1000 data root .*/nowhere does not exist"):
         data.prepare_cross_domain("fss1000", str(tmp_path / "nowhere"), str(tmp_path / "tfds"))
