@@ -6,6 +6,7 @@ parsed by `parse_flags` and a bad command line ends the program with one line.
 """
 
 import ast
+import contextlib
 import difflib
 import functools
 import importlib.util
@@ -94,7 +95,11 @@ def parse_flags(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS) ->
             section = config
             for name in sections:
                 section = section[name]
-            with section.unlocked(), section.ignore_type():
+            # data.fold holds an index or "all": the one late key of either type.
+            typed = (
+                section.ignore_type() if match.group(1) == "data.fold" else contextlib.nullcontext()
+            )
+            with section.unlocked(), typed:
                 section[key] = _literal(match.group(2))
     except flags.Error as error:
         sys.exit(f"error: {' '.join(str(error).splitlines())}")
