@@ -375,6 +375,8 @@ def test_pascal_with_every_class_base_selects_on_fss1000_val(torch_weights, tmp_
     inputs = input_pipeline.prepare(config.data, 0, str(tmp_path))
     assert inputs.classes.base == tuple(range(1, 21)) and inputs.classes.novel == ()
     assert inputs.train.dataset == "pascal" and inputs.val.dataset == "isic"
+    # Stage 1 (21 outputs: the 20 base classes and background) validates on PASCAL's val.
+    assert (inputs.base_val.dataset, inputs.base_val.name) == ("pascal", "val")
     train_split, val_split, specs = metatrain.validation_episodes(config, inputs)
     assert (train_split.dataset, val_split.dataset, val_split.name) == ("pascal", "fss1000", "val")
     assert len(val_split.class_names) == 240
