@@ -288,6 +288,7 @@ def test_pascal_to_dataset_evaluates_pth_checkpoints_end_to_end(
             "data.cache_dir": str(tmp_path / "tfds"),
             "init.backbone": torch_weights["backbone"],
             "init.cwt": torch_weights["cwt"],
+            "eval.visualize": 1,
         },
     )
     if dataset == "fss1000":  # the miniature tree's own class lists
@@ -300,6 +301,7 @@ def test_pascal_to_dataset_evaluates_pth_checkpoints_end_to_end(
     assert results["class_names"] == names and set(results["per_class_iou"]) == set(names)
     assert results["protocol"]["test_size"] == 24 and results["episodes"] == [6]
     assert 0 <= results["miou"] <= 1
+    assert os.listdir(tmp_path / "run" / "visualize") == ["episode0000_class1.png"]
 
 
 def test_own_classes_in_a_folder_are_meta_trained_and_evaluated(torch_weights, tmp_path):
