@@ -105,6 +105,12 @@ def _data(config, stages) -> None:
     _one_of("data.resize", section.resize, transforms.RESIZES)
     if section.dataset not in cross_domain.DATASETS and section.fold not in (0, 1, 2, 3, "all"):
         raise ConfigError(f"data.fold={section.fold!r} is not one of 0, 1, 2, 3, all.")
+    evaluates = {"eval", "metatrain"} & set(stages) or config.mode == "export_episodes"
+    if section.fold == "all" and not section.test_dataset and evaluates:
+        raise ConfigError(
+            "data.fold=all holds out no class to evaluate or validate on: set data.test_dataset "
+            "(e.g. isic, with data.test_root) or a fold 0..3."
+        )
     if section.resize == "squash" and config.eval.label_resolution != "padded":
         raise ConfigError(
             f"eval.label_resolution={config.eval.label_resolution} needs data.resize=padded: "

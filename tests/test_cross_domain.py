@@ -107,9 +107,10 @@ def test_fss1000_lists_ship_in_the_package_with_hsnets_split_sizes():
 
 def test_squash_resizes_as_torchvision_on_a_pil_image_and_masks_as_torch_nearest():
     rng = np.random.default_rng(0)
-    for height, width, size in ((37, 53, 24), (20, 26, 64), (400, 300, 400), (31, 17, 17)):
+    shapes = ((37, 53, 24), (20, 26, 64), (400, 300, 400), (500, 375, 400), (31, 17, 17))
+    for height, width, size in shapes:
         image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
-        mask = rng.integers(0, 2, (height, width), dtype=np.uint8)
+        mask = rng.choice(np.array([0, 1, 255], np.uint8), (height, width))  # PASCAL keeps 255
         ours, our_mask = transforms.squash(image.astype(np.float32), mask, size)
         # torchvision's Resize((S, S)) on a PIL image is PIL's resize((S, S), BILINEAR).
         pillow = Image.fromarray(image).resize((size, size), Image.BILINEAR)
@@ -118,8 +119,12 @@ def test_squash_resizes_as_torchvision_on_a_pil_image_and_masks_as_torch_nearest
             torch.from_numpy(mask)[None, None].float(), (size, size), mode="nearest"
         )[0, 0].numpy()
         np.testing.assert_array_equal(our_mask, expected.astype(np.uint8))
-    image, mask = transforms.eval_transform(image.astype(np.float32), mask, 12, resize="squash")
-    assert image.shape == (12, 12, 3) and mask.shape == (12, 12) and mask.max() <= 1
+    # data.resize=squash: that resize, then ImageNet normalisation; int32 masks, 255 kept.
+    image_out, mask_out = transforms.eval_transform(
+        image.astype(np.float32), mask, size, resize="squash"
+    )
+    np.testing.assert_array_equal(image_out, transforms.normalize(ours))
+    np.testing.assert_array_equal(mask_out, expected.astype(np.int32))
 
 
 def test_binary_masks_are_foreground_from_grey_128_in_any_mode():
@@ -408,6 +413,7 @@ def test_fold_all_is_taken_from_the_command_line(monkeypatch):
         ({"data.dataset": "fss1000", "mode": "all"}, "pass init.backbone"),
         ({"data.folder_classes.test": ("a",)}, "is for data.dataset=folder"),
         ({"mode": "metatrain", "data.val_root": ""}, "set data.val_root"),
+        ({"data.test_dataset": ""}, "data.fold=all holds out no class"),
     ],
 )
 def test_bad_cross_domain_settings_are_config_errors(overrides, message):
@@ -435,6 +441,7 @@ def test_the_cross_domain_eval_command_reads_pth_checkpoints(trees, torch_weight
         "eval.num_runs": 1,
         "eval.num_episodes": 6,
         "eval.episodes_per_step": 2,
+        "compilation_cache_dir": "",
     }
     process = subprocess.run(
         [

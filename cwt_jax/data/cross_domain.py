@@ -131,8 +131,8 @@ def _check_root(dataset: str, root: str) -> None:
     }[dataset]
     if not root:
         raise DataError(
-            f"No {dataset} data root is set; set data.root (data.test_root for the test "
-            f"dataset of a cross-domain run) to the folder holding {expected} ({README_HINT})."
+            f"No {dataset} data root is set; set data.test_root (data.root where {dataset} is "
+            f"data.dataset) to the folder holding {expected} ({README_HINT})."
         )
     if not os.path.isdir(root):
         raise DataError(
