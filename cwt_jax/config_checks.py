@@ -105,7 +105,8 @@ def _data(config, stages) -> None:
     _one_of("data.resize", section.resize, transforms.RESIZES)
     if section.dataset not in cross_domain.DATASETS and section.fold not in (0, 1, 2, 3, "all"):
         raise ConfigError(f"data.fold={section.fold!r} is not one of 0, 1, 2, 3, all.")
-    evaluates = {"eval", "metatrain"} & set(stages) or config.mode == "export_episodes"
+    novel_val = "metatrain" in stages and config.metatrain.val_source == "novel_val"
+    evaluates = "eval" in stages or config.mode == "export_episodes" or novel_val
     if section.fold == "all" and not section.test_dataset and evaluates:
         raise ConfigError(
             "data.fold=all holds out no class to evaluate or validate on: set data.test_dataset "

@@ -414,6 +414,10 @@ def test_fold_all_is_taken_from_the_command_line(monkeypatch):
         ({"data.folder_classes.test": ("a",)}, "is for data.dataset=folder"),
         ({"mode": "metatrain", "data.val_root": ""}, "set data.val_root"),
         ({"data.test_dataset": ""}, "data.fold=all holds out no class"),
+        (
+            {"data.test_dataset": "", "mode": "metatrain", "metatrain.val_source": "novel_val"},
+            "data.fold=all holds out no class",
+        ),
     ],
 )
 def test_bad_cross_domain_settings_are_config_errors(overrides, message):
