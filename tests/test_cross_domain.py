@@ -350,6 +350,21 @@ def test_own_classes_in_a_folder_are_meta_trained_and_evaluated(torch_weights, t
     assert list(names.values()) == ["bus", "cat", "dog", "eel", "fox", "gnu"]
 
 
+def test_a_folder_run_that_trains_needs_train_classes(torch_weights, tmp_path):
+    make_tree(tmp_path / "root", "folder")
+    config = tiny(
+        importlib.import_module("configs.folder_1shot").get_config(),
+        {
+            "data.root": str(tmp_path / "root"),
+            "data.folder_classes.test": ("fox",),
+            "init.backbone": torch_weights["backbone"],
+        },
+    )
+    with pytest.raises(errors.DataError, match="names no train classes in .*root to train on"):
+        experiment.run(config, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
 def test_pascal_with_every_class_base_selects_on_fss1000_val(torch_weights, tmp_path):
     """data.fold=all: meta-training on the 20 PASCAL classes, model selection on FSS-1000's
     240 val classes (data.val_root), evaluation on ISIC."""

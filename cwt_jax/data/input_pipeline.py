@@ -78,6 +78,11 @@ def prepare(
     selection = base_val = None
     if not training and (data_config.test_dataset or dataset in cross_domain.DATASETS):
         train = val  # nothing trains: the training dataset is not read
+    elif dataset in cross_domain.DATASETS and not _has_split(train_dir, "train"):
+        raise data.DataError(
+            f"data.dataset={dataset} names no train classes in {data_config.root} to train on; "
+            "name them with data.folder_classes.train or data.train_list."
+        )
     else:
         train = data.open_split(train_dir, "train")
     if dataset in cross_domain.DATASETS:
