@@ -72,6 +72,8 @@ def run(config, workdir: str, report: Callable[[str], None] | None = None) -> No
             data.check_episode_list(
                 inputs.val, episode_list, inputs.test_classes, config.eval.episodes
             )
+        elif "eval" in stages or config.mode == "export_episodes":
+            data.check_shot(inputs.val, inputs.test_classes, config.data.shot)
     if config.mode == "export_episodes":
         _export_episodes(config, inputs, workdir, report)
         return

@@ -239,10 +239,24 @@ def test_a_missing_root_or_a_folder_without_classes_is_named(tmp_path):
         )
 
 
-def test_a_class_with_too_few_images_names_its_folder(trees):
+def test_a_class_with_too_few_images_names_its_folder(trees, torch_weights, tmp_path):
     split = data.open_split(trees["deepglobe"][1], "test")
     with pytest.raises(errors.DataError, match=r"3 images in .*/1/test/origin, fewer than"):
         data.sample_episode_list(split, (1,), shot=3, num_episodes=2, seed=0)
+    # A run stops before any work, leaving nothing behind.
+    config = importlib.import_module("configs.pascal_to_deepglobe_5shot").get_config()
+    config = tiny(
+        config,
+        {
+            "mode": "eval",
+            "data.test_root": trees["deepglobe"][0],
+            "init.backbone": torch_weights["backbone"],
+            "init.cwt": torch_weights["cwt"],
+        },
+    )
+    with pytest.raises(errors.DataError, match=r"3 images in .*/1/test/origin, fewer than"):
+        experiment.run(config, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.fixture(scope="module")

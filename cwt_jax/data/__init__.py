@@ -30,6 +30,7 @@ from cwt_jax.data.classes import CLASS_NAMES, ClassSplit, class_split, cross_dat
 from cwt_jax.data.episodes import (
     binary_mask,
     check_episode_list,
+    check_shot,
     episodes_from_list,
     eval_episodes,
     read_episode_list,
@@ -64,6 +65,7 @@ __all__ = [
     "base_class_dataset",
     "binary_mask",
     "check_episode_list",
+    "check_shot",
     "class_split",
     "cross_dataset_classes",
     "episodes_from_list",

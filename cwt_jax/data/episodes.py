@@ -423,6 +423,21 @@ def _check_episode_args(split, classes, shot, num_episodes):
             f"Episodes need shot >= 1, num_episodes >= 1 and some classes; got shot={shot}, "
             f"num_episodes={num_episodes}, classes={list(classes)}."
         )
+    check_shot(split, classes, shot)
+
+
+def check_shot(split: Split, classes: Sequence[int], shot: int) -> None:
+    """Checks that each class has the ``shot + 1`` eligible images an episode needs.
+
+    Args:
+      split: The split the episodes are drawn from.
+      classes: The episodes' classes.
+      shot: Number of support images K.
+
+    Raises:
+      DataError: naming the first class with fewer images, and where they lie.
+
+    """
     names = split.class_names
     for class_id in classes:
         count = len(split.eligible_images(class_id))
