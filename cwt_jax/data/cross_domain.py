@@ -31,14 +31,8 @@ DATASETS = ("fss1000", "deepglobe", "isic", "chest_xray", "folder")
 # PATNet's episodes of these: the class of episode i is class i mod the number of classes,
 # its query and supports drawn at random among the class's images, 600 episodes a run.
 CLASS_CYCLED = ("deepglobe", "isic", "chest_xray")
-# The splits of each dataset a run can read; the evaluation split is "test".
-SPLITS = {
-    "fss1000": ("train", "val", "test"),
-    "folder": ("train", "val", "test"),
-    "deepglobe": ("test",),
-    "isic": ("test",),
-    "chest_xray": ("test",),
-}
+# Every dataset's evaluation split: fss1000 and folder also have "train" and "val" (those
+# their class lists name), the others only this.
 EVALUATION_SPLIT = "test"
 # HSNet's data/splits/fss/{trn,val,test}.txt, shipped in the package.
 FSS1000_LISTS = {
