@@ -3,6 +3,7 @@ rules, the squash resize against Pillow and PyTorch, episode files, bad inputs, 
 evaluation end to end per dataset on .pth checkpoints."""
 
 import importlib
+import io
 import json
 import os
 import pathlib
@@ -125,6 +126,17 @@ def test_squash_resizes_as_torchvision_on_a_pil_image_and_masks_as_torch_nearest
     )
     np.testing.assert_array_equal(image_out, transforms.normalize(ours))
     np.testing.assert_array_equal(mask_out, expected.astype(np.int32))
+
+
+def test_images_decode_as_pillow_decodes_them_for_patnets_resize():
+    """PATNet resizes the image Pillow decoded: the JPEGs read here are the same pixels."""
+    rng = np.random.default_rng(1)
+    image = cv2.GaussianBlur(rng.integers(0, 256, (45, 61, 3), dtype=np.uint8), (5, 5), 2)
+    for quality in (75, 95):
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, "JPEG", quality=quality)
+        pillow = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+        np.testing.assert_array_equal(codec.decode_image(buffer.getvalue(), "x.jpg"), pillow)
 
 
 def test_binary_masks_are_foreground_from_grey_128_in_any_mode():
