@@ -24,14 +24,25 @@ def base() -> ml_collections.ConfigDict:
     config.distributed.process_id = -1  # -1: detected
 
     config.data = ml_collections.ConfigDict()
-    config.data.dataset = "pascal"  # pascal | coco | synthetic
-    config.data.root = ""  # VOC2012 / COCO folder (see the README); synthetic: where to generate
+    # pascal | coco | synthetic | fss1000 | deepglobe | isic | chest_xray | folder
+    config.data.dataset = "pascal"
+    config.data.root = ""  # the dataset's folder (see the README); synthetic: where to generate
     config.data.cache_dir = ""  # TFDS data dir; empty: <workdir>/tfds
-    config.data.fold = 0
+    config.data.fold = 0  # 0..3, or all: every class a base class (cross-domain training)
     config.data.shot = 1
     config.data.image_size = 473
-    config.data.train_list = ""  # PFENet-format list file; empty: the dataset's default lists
+    # padded: longer side to image_size, padded (CWT/RePRI) | squash: resized to a square
+    # (PATNet/HSNet: Pillow bilinear, nearest masks, nothing ignored)
+    config.data.resize = "padded"
+    # List files. PASCAL/COCO: PFENet-format image lists; fss1000/folder: class lists (one
+    # class folder a line). Empty: the dataset's default lists
+    config.data.train_list = ""
     config.data.val_list = ""
+    config.data.test_list = ""  # fss1000/folder only
+    # folder only: each split's class folders, instead of a list file; with none given
+    # anywhere, every class folder is a test class
+    config.data.folder_classes = ml_collections.ConfigDict({"train": (), "val": (), "test": ()})
+    config.data.val_root = ""  # FSS-1000 folder for metatrain.val_source=fss1000_val
     config.data.split_convention = "contiguous"  # COCO only: contiguous | interleaved
     config.data.test_dataset = ""  # cross-dataset evaluation: test on this dataset's classes
     config.data.test_root = ""  # and read it from here
@@ -102,7 +113,9 @@ def base() -> ml_collections.ConfigDict:
     # multiple of metatrain.lr (the CWT's)
     config.metatrain.inner_params_lr_scale = 1.0
     config.metatrain.val_episodes = 1000
-    config.metatrain.val_source = "novel_val"  # novel_val (the original's) | base_holdout
+    # novel_val (the original's) | base_holdout | fss1000_val (PATNet's: FSS-1000's val
+    # classes, from data.val_root or the run's own fss1000/folder val split)
+    config.metatrain.val_source = "novel_val"
     config.metatrain.holdout_fraction = 0.1  # base_holdout: train images kept for validation
     config.metatrain.checkpoint_every = 500  # steps
     config.metatrain.log_every = 100  # steps between fetches of the metrics from the device
@@ -141,6 +154,42 @@ def coco(fold: int, shot: int) -> ml_collections.ConfigDict:
     config.data.fold, config.data.shot = fold, shot
     config.data.image_size = 417
     config.pretrain.epochs = 20
+    return config
+
+
+def cross_domain(test_dataset: str, shot: int) -> ml_collections.ConfigDict:
+    """Trained on PASCAL's 20 classes, evaluated on a cross-domain dataset (PATNet's protocol).
+
+    Stage 1 and 2 on PASCAL with every class a base class (`data.fold=all`), model
+    selection on FSS-1000's val classes (`data.val_root`), evaluation at 400 x 400
+    squashed (`data.resize=squash`), 600 episodes a run (PATNet's loaders), or each
+    FSS-1000 test image once as a query (2,400 episodes).
+    """
+    config = base()
+    with config.data.ignore_type():
+        config.data.fold = "all"
+    config.data.shot = shot
+    config.data.test_dataset = test_dataset
+    config.data.resize = "squash"
+    config.data.image_size = 400
+    config.metatrain.val_source = "fss1000_val"
+    config.eval.num_episodes = 2400 if test_dataset == "fss1000" else 600
+    return config
+
+
+def fss1000(shot: int) -> ml_collections.ConfigDict:
+    """Within FSS-1000 (HSNet's protocol): meta-trained on trn, selected on val, tested on test.
+
+    Each of the 2,400 test images is a query once, at 400 x 400 squashed. Stage 1 does not
+    train on binary masks: the backbone comes from `init.backbone`.
+    """
+    config = base()
+    config.data.dataset = "fss1000"
+    config.data.shot = shot
+    config.data.resize = "squash"
+    config.data.image_size = 400
+    config.metatrain.val_source = "fss1000_val"
+    config.eval.num_episodes = 2400
     return config
 
 

@@ -6,6 +6,7 @@ parsed by `parse_flags` and a bad command line ends the program with one line.
 """
 
 import ast
+import contextlib
 import difflib
 import functools
 import importlib.util
@@ -23,7 +24,7 @@ from ml_collections import config_flags
 # argument of a section's optax optimiser (--config.inner.optimizer_args.b1=0.8), which the
 # config does not list, and model.layers, a depth or four block counts in either config.
 _LATE_OVERRIDE = re.compile(
-    r"--config\.((?:\w+\.)*optimizer_args\.\w+|model\.layers)=(.*)", re.DOTALL
+    r"--config\.((?:\w+\.)*optimizer_args\.\w+|model\.layers|data\.fold)=(.*)", re.DOTALL
 )
 
 
@@ -57,8 +58,9 @@ def parse_flags(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS) ->
     import their shared base as `configs.common`: the folder holding the
     config file's folder goes on the import path, so a config file works from anywhere.
     `optimizer_args` overrides may name any argument of the section's optimiser, which the
-    config does not list, and `model.layers` may be a depth where the config holds block
-    counts or the reverse: both are set after the config is read, as Python literals, the
+    config does not list, `model.layers` may be a depth where the config holds block
+    counts or the reverse, and `data.fold` a fold index or `all`: these are set after the
+    config is read, as Python literals (else strings), the
     last of repeated ones winning (optimiser arguments are checked against the optimiser's
     signature by `config_checks.validate`). config_flags reports a bad file or key as a
     Python exception, which absl would print as a traceback.
@@ -93,7 +95,11 @@ def parse_flags(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS) ->
             section = config
             for name in sections:
                 section = section[name]
-            with section.unlocked():
+            # data.fold holds an index or "all": the one late key of either type.
+            typed = (
+                section.ignore_type() if match.group(1) == "data.fold" else contextlib.nullcontext()
+            )
+            with section.unlocked(), typed:
                 section[key] = _literal(match.group(2))
     except flags.Error as error:
         sys.exit(f"error: {' '.join(str(error).splitlines())}")

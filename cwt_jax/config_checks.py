@@ -3,6 +3,7 @@
 import jax
 
 from cwt_jax import models, optimizers
+from cwt_jax.data import classes, cross_domain, transforms
 from cwt_jax.errors import ConfigError
 from cwt_jax.evaluation import feature_cache, results
 from cwt_jax.fewshot import inner
@@ -28,6 +29,7 @@ def validate(config) -> None:
     if config.mode not in MODES:
         raise ConfigError(f"mode={config.mode!r} is not one of {', '.join(MODES)}.")
     stages = STAGES[config.mode]
+    _data(config, stages)
     models.from_config(config.model)
     inner.from_config(config)  # the inner optimiser and its arguments
     _one_of("inner.init", config.inner.init, inner.CLASSIFIER_INITS)
@@ -91,6 +93,60 @@ def validate(config) -> None:
         _seeds(config.eval)
         _at_least_one("eval.num_episodes", config.eval.num_episodes)
         _one_of("eval.label_resolution", config.eval.label_resolution, results.LABEL_RESOLUTIONS)
+
+
+def _data(config, stages) -> None:
+    """The `data` section: dataset, fold, resize, class lists, and what the stages need."""
+    section = config.data
+    datasets = (*classes.CLASS_NAMES, *cross_domain.DATASETS)
+    _one_of("data.dataset", section.dataset, datasets)
+    if section.test_dataset:
+        _one_of("data.test_dataset", section.test_dataset, datasets)
+    _one_of("data.resize", section.resize, transforms.RESIZES)
+    if section.dataset not in cross_domain.DATASETS and section.fold not in (0, 1, 2, 3, "all"):
+        raise ConfigError(f"data.fold={section.fold!r} is not one of 0, 1, 2, 3, all.")
+    novel_val = "metatrain" in stages and config.metatrain.val_source == "novel_val"
+    evaluates = "eval" in stages or config.mode == "export_episodes" or novel_val
+    if section.fold == "all" and not section.test_dataset and evaluates:
+        raise ConfigError(
+            "data.fold=all holds out no class to evaluate or validate on: set data.test_dataset "
+            "(e.g. isic, with data.test_root) or a fold 0..3."
+        )
+    if section.resize == "squash" and config.eval.label_resolution != "padded":
+        raise ConfigError(
+            f"eval.label_resolution={config.eval.label_resolution} needs data.resize=padded: "
+            "squashed images have no original-size inverse here; use label_resolution=padded."
+        )
+    binary = section.dataset in cross_domain.DATASETS
+    if "pretrain" in stages and binary and not config.init.backbone:
+        raise ConfigError(
+            f"data.dataset={section.dataset} has binary masks, which stage 1 cannot train on; "
+            "pass init.backbone (a PSPNet trained on PASCAL or COCO)."
+        )
+    for split in ("train", "val", "test"):
+        if section.folder_classes[split] and section[f"{split}_list"]:
+            raise ConfigError(
+                f"data.folder_classes.{split} and data.{split}_list both name the {split} "
+                "classes; give one."
+            )
+        if section.folder_classes[split] and section.dataset != "folder":
+            raise ConfigError(
+                f"data.folder_classes.{split} is for data.dataset=folder, not {section.dataset}."
+            )
+    if section.test_list and not {"fss1000", "folder"} & {section.dataset, section.test_dataset}:
+        raise ConfigError(
+            f"data.test_list is a class list of fss1000 or folder, not of {section.dataset}."
+        )
+    if (
+        "metatrain" in stages
+        and config.metatrain.val_source == "fss1000_val"
+        and not section.val_root
+        and section.dataset not in ("fss1000", "folder")
+    ):
+        raise ConfigError(
+            "metatrain.val_source=fss1000_val reads FSS-1000's val classes: set data.val_root "
+            "to the FSS-1000 folder."
+        )
 
 
 def _seeds(section) -> None:

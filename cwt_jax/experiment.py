@@ -60,12 +60,20 @@ def run(config, workdir: str, report: Callable[[str], None] | None = None) -> No
             episode_list = data.read_episode_list(config.eval.episodes)
         starting.check_stage_results(config, stages, workdir)
         inputs = sharding.in_turn(
-            lambda: input_pipeline.prepare(config.data, config.seed, workdir, report)
+            lambda: input_pipeline.prepare(
+                config.data,
+                config.seed,
+                workdir,
+                report,
+                training=bool({"pretrain", "metatrain"} & set(stages)),
+            )
         )
         if episode_list is not None:
             data.check_episode_list(
                 inputs.val, episode_list, inputs.test_classes, config.eval.episodes
             )
+        elif "eval" in stages or config.mode == "export_episodes":
+            data.check_shot(inputs.val, inputs.test_classes, config.data.shot)
     if config.mode == "export_episodes":
         _export_episodes(config, inputs, workdir, report)
         return

@@ -27,7 +27,9 @@ from cwt_jax.data.transforms import eval_transform
 
 def test_an_image_counts_for_a_class_from_2_32_32_pixels():
     assert MIN_CLASS_PIXELS == 2048
-    split = Split("pascal", "val", None, ("a", "b", "c"), ({1: 2048}, {1: 2047, 2: 5000}, {}))
+    split = Split(
+        "pascal", "val", None, ("a", "b", "c"), ({1: 2048}, {1: 2047, 2: 5000}, {}), ("x", "y", "z")
+    )
     assert split.eligible_images(1).tolist() == [0]
     assert split.eligible_images(2).tolist() == [1]
     assert split.eligible_images(3).tolist() == []

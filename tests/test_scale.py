@@ -349,7 +349,9 @@ def test_a_full_evaluation_compiles_each_program_once(setup, tmp_path, caplog):
     config.eval.num_runs, config.eval.num_episodes, config.eval.episodes_per_step = 2, 6, 4
     config.eval.cache_batch_size, config.eval.visualize = 4, 0
     classes = data.class_split("synthetic", 0)
-    inputs = input_pipeline.Inputs(setup["val"], setup["val"], classes, classes.novel)
+    inputs = input_pipeline.Inputs(
+        setup["val"], setup["val"], classes, classes.novel, base_val=setup["val"]
+    )
     writer = MetricWriter(str(tmp_path))
     ours = ("_apply_eval", "_zeros_on_devices", "_write_on_devices", "gather", "scores")
 

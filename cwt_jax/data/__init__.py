@@ -1,4 +1,7 @@
-"""Data layer: PASCAL-5i, COCO-20i and the synthetic benchmark as TFDS + grain pipelines.
+"""Data layer: PASCAL-5i, COCO-20i, synthetic and cross-domain sets as TFDS + grain.
+
+The cross-domain datasets are FSS-1000, Deepglobe, ISIC2018, Chest X-ray and a folder of
+one's own classes (`cross_domain`).
 
 Typical use::
 
@@ -11,16 +14,23 @@ Typical use::
   loader = data.make_loader(episodes, batch_size=8, worker_count=2)
 
 Modules: classes (class names and fold splits), layouts (the on-disk layouts and list
-files), codec (decoding and checks), synthetic (the generated benchmark), builders (TFDS
+files), cross_domain (the one-class-per-image layouts), codec (decoding and
+checks), synthetic (the generated benchmark), builders (TFDS
 builders and the prepare_* functions), splits (reading a prepared split), transforms,
 episodes (episodic datasets and episode lists), stage1 (base-class data), loader.
 """
 
-from cwt_jax.data.builders import prepare_coco, prepare_pascal, prepare_synthetic
+from cwt_jax.data.builders import (
+    prepare_coco,
+    prepare_cross_domain,
+    prepare_pascal,
+    prepare_synthetic,
+)
 from cwt_jax.data.classes import CLASS_NAMES, ClassSplit, class_split, cross_dataset_classes
 from cwt_jax.data.episodes import (
     binary_mask,
     check_episode_list,
+    check_shot,
     episodes_from_list,
     eval_episodes,
     read_episode_list,
@@ -55,6 +65,7 @@ __all__ = [
     "base_class_dataset",
     "binary_mask",
     "check_episode_list",
+    "check_shot",
     "class_split",
     "cross_dataset_classes",
     "episodes_from_list",
@@ -64,6 +75,7 @@ __all__ = [
     "make_loader",
     "open_split",
     "prepare_coco",
+    "prepare_cross_domain",
     "prepare_pascal",
     "prepare_synthetic",
     "read_episode_list",

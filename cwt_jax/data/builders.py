@@ -1,11 +1,15 @@
-"""TFDS builders (array_record) for PASCAL-5i, COCO-20i and the synthetic benchmark.
+"""TFDS builders (array_record) for PASCAL-5i, COCO-20i, synthetic and cross-domain sets.
+
+The cross-domain sets are the one-class-per-image datasets of `cross_domain`.
 
 Records are ``{"id": str, "image": encoded JPEG/PNG bytes, "mask": PNG bytes}``: storing
 the files' own bytes keeps TensorFlow out of both writing and reading (TFDS image features
 need it). Records keep the order of the image list (``disable_shuffling``), and the
 dataset's metadata.json holds, per split, the image ids and each image's class pixel
 counts, so episodes can be indexed without reading the images. Every image and mask is
-decoded and checked once, when the dataset is prepared.
+decoded and checked once, when the dataset is prepared. A one-class-per-image dataset's
+metadata also holds, per split, its class names and folders and each image's class id
+(``labels``); its masks are stored as read and thresholded when decoded.
 """
 
 import concurrent.futures
@@ -19,7 +23,7 @@ import cv2
 import numpy as np
 import tensorflow_datasets as tfds
 
-from cwt_jax.data import codec, layouts, synthetic
+from cwt_jax.data import codec, cross_domain, layouts, synthetic
 from cwt_jax.data.classes import CLASS_NAMES
 from cwt_jax.errors import DataError
 
@@ -52,7 +56,7 @@ class _SegmentationBuilder(tfds.core.GeneratorBasedBuilder):
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
             builder=self,
-            description=f"{self.DATASET} images and class-id masks as encoded bytes.",
+            description=f"{self.DATASET} images and masks as encoded bytes.",
             features=tfds.features.FeaturesDict(
                 {
                     "id": tfds.features.Text(),
@@ -139,6 +143,45 @@ class Synthetic(_SegmentationBuilder):
     def _generate_examples(self, entries):
         for index, (image_id, _, (image, mask)) in enumerate(entries):
             yield index, {"id": image_id, "image": image, "mask": mask}
+
+
+class CrossDomain(_SegmentationBuilder):
+    """A one-class-per-image dataset (`cross_domain`): binary masks stored as read."""
+
+    def __init__(self, *, dataset: str, splits: dict[str, cross_domain.LabelledSplit], **kwargs):
+        self.DATASET, self._splits = dataset, splits
+        super().__init__(**kwargs)
+
+    def _split_generators(self, dl_manager):
+        del dl_manager  # The user's folders.
+        scanned = {name: self._scan(name) for name in self._splits}
+        self.info.metadata.update(
+            dataset=self.DATASET,
+            splits={
+                name: {
+                    "ids": [item.id for item in split.items],
+                    "class_pixels": [sorted(counts.items()) for counts in scanned[name]],
+                    "labels": list(split.labels),
+                    "class_names": list(split.class_names),
+                    "class_folders": list(split.class_folders),
+                }
+                for name, split in self._splits.items()
+            },
+        )
+        return {name: self._generate_examples(name) for name in self._splits}
+
+    def _scan(self, split):
+        """Class pixel counts of each image, each image and mask decoded and checked once."""
+        labelled = self._splits[split]
+        with concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+            return list(pool.map(_check_binary_item, labelled.items, labelled.labels))
+
+    def _generate_examples(self, split):
+        for index, item in enumerate(self._splits[split].items):
+            yield (
+                index,
+                {"id": item.id, "image": _read(item.image_path), "mask": _read(item.mask_path)},
+            )
 
 
 def prepare_pascal(
@@ -240,6 +283,49 @@ def prepare_synthetic(
     return _prepared(builder, report)
 
 
+def prepare_cross_domain(
+    dataset: str,
+    root: str,
+    data_dir: str,
+    class_lists: dict | None = None,
+    report: Callable[[str], None] | None = None,
+    wanted: tuple[str, ...] = ("train", "val", "test"),
+) -> str:
+    """Builds (once) the TFDS dataset of a one-class-per-image dataset's folder.
+
+    Args:
+      dataset: One of `cross_domain.DATASETS`.
+      root: The dataset's folder, in its layout (see cross_domain.py).
+      data_dir: TFDS data dir to write to; a second call with the same inputs reuses it.
+      class_lists: fss1000 and folder: split -> class list file or class names
+        (`cross_domain.splits`); None for the defaults.
+      report: Shows a line to the user when the dataset is built (the first call); None
+        says nothing.
+      wanted: The splits to prepare, of those the dataset has.
+
+    Returns:
+      The dataset directory, to pass to ``open_split``.
+
+    Raises:
+      DataError: for a missing or malformed input (named in the message).
+
+    """
+    splits = cross_domain.splits(dataset, root, class_lists or {}, wanted)
+    listing = {
+        name: {"classes": s.class_names, "items": [vars(i) for i in s.items], "labels": s.labels}
+        for name, s in splits.items()
+    }
+    fingerprint = json.dumps({"dataset": dataset, "splits": listing}, sort_keys=True)
+    builder = CrossDomain(
+        dataset=dataset,
+        splits=splits,
+        config="lists_" + hashlib.sha256(fingerprint.encode()).hexdigest()[:12],
+        data_dir=data_dir,
+        file_format="array_record",
+    )
+    return _prepared(builder, report)
+
+
 def _prepare(builder_class, items, data_dir, report):
     # The config name fingerprints the image lists, so changed lists build a new dataset.
     fingerprint = json.dumps({s: [vars(i) for i in items[s]] for s in SPLITS}, sort_keys=True)
@@ -276,6 +362,17 @@ def _check_item(item, num_classes):
             f"{item.mask_path} is {mask.shape[1]}x{mask.shape[0]}; they must match."
         )
     return codec.class_pixel_counts(mask)
+
+
+def _check_binary_item(item, label):
+    mask = codec.decode_binary_mask(_read(item.mask_path), item.mask_path)
+    image = codec.decode_image(_read(item.image_path), item.image_path)
+    if image.shape[:2] != mask.shape:
+        raise DataError(
+            f"Image {item.image_path} is {image.shape[1]}x{image.shape[0]} but its mask "
+            f"{item.mask_path} is {mask.shape[1]}x{mask.shape[0]}; they must match."
+        )
+    return {label: int(mask.sum())}
 
 
 def _read(path):

@@ -173,12 +173,13 @@ class ClassSplit:
     names: dict[int, str]
 
 
-def class_split(dataset: str, fold: int, convention: str = "contiguous") -> ClassSplit:
+def class_split(dataset: str, fold: int | str, convention: str = "contiguous") -> ClassSplit:
     """Returns the novel and base classes of a fold.
 
     Args:
       dataset: ``"pascal"``, ``"coco"`` or ``"synthetic"``.
-      fold: Fold index in 0..3.
+      fold: Fold index in 0..3, or ``"all"``: every class a base class, none novel (the
+        training of cross-domain runs, which test on another dataset).
       convention: COCO only: ``"contiguous"`` (fold i holds out 20i+1..20i+20) or
         ``"interleaved"`` (fold i holds out i+1, i+5, ..., i+77). Must stay
         ``"contiguous"`` for the 4-fold datasets with 20 classes.
@@ -192,8 +193,8 @@ def class_split(dataset: str, fold: int, convention: str = "contiguous") -> Clas
     """
     if dataset not in CLASS_NAMES:
         raise DataError(f"Unknown dataset {dataset!r}; expected one of {sorted(CLASS_NAMES)}.")
-    if fold not in range(4):
-        raise DataError(f"Fold {fold!r} of {dataset} does not exist; folds are 0, 1, 2, 3.")
+    if fold != "all" and fold not in range(4):
+        raise DataError(f"Fold {fold!r} of {dataset} does not exist; folds are 0, 1, 2, 3 and all.")
     if convention not in COCO_CONVENTIONS or (dataset != "coco" and convention != "contiguous"):
         raise DataError(
             f"Split convention {convention!r} is not defined for {dataset}; use 'contiguous'"
@@ -201,7 +202,9 @@ def class_split(dataset: str, fold: int, convention: str = "contiguous") -> Clas
         )
     names = CLASS_NAMES[dataset]
     num_classes = len(names)
-    if convention == "interleaved":
+    if fold == "all":
+        novel = ()
+    elif convention == "interleaved":
         novel = tuple(range(fold + 1, num_classes + 1, 4))
     else:
         per_fold = num_classes // 4

@@ -5,11 +5,13 @@ write or read them; decoding happens here, in the grain workers.
 """
 
 import hashlib
+import io
 import struct
 from collections.abc import Iterable
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from cwt_jax.data.labels import IGNORE_LABEL
 from cwt_jax.errors import DataError
@@ -78,6 +80,36 @@ def decode_mask(data: bytes, name: str) -> np.ndarray:
             "SegmentationClass must be converted, see the README's data section)."
         )
     return mask
+
+
+# A binary mask's foreground: its grey level (Pillow's "L" conversion) at least this, as
+# PATNet's and HSNet's loaders read FSS-1000, Deepglobe, ISIC and Chest X-ray masks.
+BINARY_THRESHOLD = 128
+
+
+def decode_binary_mask(data: bytes, name: str) -> np.ndarray:
+    """Decodes a one-class mask: foreground where its grey level is at least 128.
+
+    The file is read as PATNet does: Pillow's ``convert("L")`` (any mode: grey, RGB,
+    palette), then thresholded at `BINARY_THRESHOLD`.
+
+    Args:
+      data: Encoded PNG (or JPEG) bytes.
+      name: File or record name used in error messages.
+
+    Returns:
+      uint8 array (H, W) in {0, 1}.
+
+    Raises:
+      DataError: if the bytes are not a complete, readable PNG or JPEG file.
+
+    """
+    _check_complete(data, name)
+    try:
+        grey = np.asarray(Image.open(io.BytesIO(data)).convert("L"))
+    except OSError:
+        raise DataError(f"Cannot decode mask {name}; replace it with a readable PNG.") from None
+    return (grey >= BINARY_THRESHOLD).astype(np.uint8)
 
 
 def mask_shape(data: bytes, name: str) -> tuple[int, int]:

@@ -4,7 +4,11 @@ Sampling follows PFENet/RePRI/CWT: the queries are the images of the split where
 one active class covers ``MIN_CLASS_PIXELS`` pixels (in list order for evaluation, shuffled
 per epoch for training); the episode's class is drawn among the query's eligible active
 classes, and its K supports among the other eligible images of that class, all distinct.
-Masks become 1 for the class, 0 elsewhere, 255 where the mask says ignore.
+Masks become 1 for the class, 0 elsewhere, 255 where the mask says ignore. In a
+one-class-per-image dataset (`cross_domain`) an image is eligible for its class; Deepglobe,
+ISIC and Chest X-ray follow PATNet's rule instead (`cross_domain.CLASS_CYCLED`): episode
+i's class is class i mod the number of classes, its query drawn at random among that
+class's images and its supports among the others.
 
 An episode is first a spec ``{"class_id": int, "query_id": str, "support_ids": [str]}``
 (exportable to JSON, so two implementations can run the same episodes), then loaded into
@@ -15,7 +19,7 @@ arrays::
   support_images  float32 (K, S, S, 3)
   support_masks   int32   (K, S, S)
   class_id        int32   ()
-  query_id        numpy str ()          image file stem
+  query_id        numpy str ()          image id (file stem, or path relative to the root)
   support_ids     numpy str (K,)
 
 Batching (``grain.transforms.Batch`` or ``MapDataset.batch``) adds a leading dimension.
@@ -28,8 +32,7 @@ from collections.abc import Iterable, Sequence
 import grain
 import numpy as np
 
-from cwt_jax.data import transforms
-from cwt_jax.data.classes import CLASS_NAMES
+from cwt_jax.data import cross_domain, transforms
 from cwt_jax.data.labels import IGNORE_LABEL
 from cwt_jax.data.splits import MIN_CLASS_PIXELS, Split
 from cwt_jax.errors import DataError
@@ -63,10 +66,12 @@ def sample_episodes(
 
     """
     _check_episode_args(split, classes, shot, num_episodes)
+    if split.dataset in cross_domain.CLASS_CYCLED:
+        return grain.MapDataset.range(num_episodes).random_map(
+            _ClassCycleSampler(split, tuple(classes), shot), seed=seed
+        )
     queries = [
-        index
-        for index, counts in enumerate(split.class_pixels)
-        if any(counts.get(c, 0) >= MIN_CLASS_PIXELS for c in classes)
+        index for index in range(len(split)) if any(split.counts_for(index, c) for c in classes)
     ]
     dataset = grain.MapDataset.source(queries)
     if shuffle_queries:
@@ -125,6 +130,7 @@ def train_episodes(
     num_episodes: int,
     seed: int,
     augmentation: transforms.Augmentation,
+    resize: str = "padded",
 ) -> grain.MapDataset:
     """Meta-training episodes: shuffled queries, augmented images.
 
@@ -136,6 +142,7 @@ def train_episodes(
       num_episodes: Length of the dataset (e.g. steps * batch size).
       seed: Seed of both the episodes and the augmentations.
       augmentation: Training augmentations.
+      resize: ``data.resize``: ``"padded"`` or ``"squash"`` (see transforms.py).
 
     Returns:
       MapDataset of episode records (see the module docstring).
@@ -144,7 +151,7 @@ def train_episodes(
     specs = sample_episodes(
         split, classes, shot=shot, num_episodes=num_episodes, seed=seed, shuffle_queries=True
     )
-    loader = _EpisodeLoader(split, image_size, augmentation)
+    loader = _EpisodeLoader(split, image_size, augmentation, resize)
     return specs.random_map(loader, seed=_augmentation_seed(seed))
 
 
@@ -156,6 +163,7 @@ def eval_episodes(
     image_size: int,
     num_episodes: int,
     seed: int,
+    resize: str = "padded",
 ) -> grain.MapDataset:
     """Evaluation episodes: queries in list order, evaluation transform.
 
@@ -166,6 +174,7 @@ def eval_episodes(
       image_size: Side S of the square output images.
       num_episodes: Length of the dataset.
       seed: Episode seed.
+      resize: ``data.resize``: ``"padded"`` or ``"squash"`` (see transforms.py).
 
     Returns:
       MapDataset of episode records (see the module docstring).
@@ -174,11 +183,11 @@ def eval_episodes(
     specs = sample_episodes(
         split, classes, shot=shot, num_episodes=num_episodes, seed=seed, shuffle_queries=False
     )
-    return specs.map(_EpisodeLoader(split, image_size, None))
+    return specs.map(_EpisodeLoader(split, image_size, None, resize))
 
 
 def episodes_from_list(
-    split: Split, episode_list: Sequence[dict], *, image_size: int
+    split: Split, episode_list: Sequence[dict], *, image_size: int, resize: str = "padded"
 ) -> grain.MapDataset:
     """Evaluation episodes given explicitly, in order (e.g. from ``read_episode_list``).
 
@@ -186,6 +195,7 @@ def episodes_from_list(
       split: The split holding every listed image.
       episode_list: Specs ``{"class_id": int, "query_id": str, "support_ids": [str]}``.
       image_size: Side S of the square output images.
+      resize: ``data.resize``: ``"padded"`` or ``"squash"`` (see transforms.py).
 
     Returns:
       MapDataset of episode records (see the module docstring).
@@ -195,7 +205,8 @@ def episodes_from_list(
 
     """
     _check_ids(split, episode_list)
-    return grain.MapDataset.source(list(episode_list)).map(_EpisodeLoader(split, image_size, None))
+    loader = _EpisodeLoader(split, image_size, None, resize)
+    return grain.MapDataset.source(list(episode_list)).map(loader)
 
 
 def _check_ids(split: Split, episode_list: Sequence[dict]) -> None:
@@ -203,7 +214,7 @@ def _check_ids(split: Split, episode_list: Sequence[dict]) -> None:
 
     Every episode must also have as many supports as the first.
     """
-    num_classes = len(CLASS_NAMES[split.dataset])
+    num_classes = len(split.class_names)
     for number, spec in enumerate(episode_list):
         for image_id in (spec["query_id"], *spec["support_ids"]):
             if image_id not in split.index_of:
@@ -292,14 +303,15 @@ def check_episode_list(
 
     Raises:
       DataError: naming the first episode at fault and why: a class outside ``classes``, a
-        class that covers fewer than MIN_CLASS_PIXELS pixels of the query or of a
-        support, the query among its own supports, or no episode at all.
+        query or support not eligible for the class (fewer than MIN_CLASS_PIXELS pixels,
+        or in a one-class-per-image dataset an image of another class), the query among
+        its own supports, or no episode at all.
 
     """
     if not episode_list:
         raise DataError(f"Episode list {path} holds no episode.")
     _check_ids(split, episode_list)
-    names = CLASS_NAMES[split.dataset]
+    names = split.class_names
     for number, spec in enumerate(episode_list):
         class_id, where = spec["class_id"], f"Episode list {path}, episode {number}"
         if class_id not in classes:
@@ -310,8 +322,14 @@ def check_episode_list(
         if spec["query_id"] in spec["support_ids"]:
             raise DataError(f"{where}: the query {spec['query_id']!r} is among its own supports.")
         for image_id in (spec["query_id"], *spec["support_ids"]):
-            pixels = split.class_pixels[split.index_of[image_id]].get(class_id, 0)
-            if pixels < MIN_CLASS_PIXELS:
+            index = split.index_of[image_id]
+            if split.labels is not None and split.labels[index] != class_id:
+                raise DataError(
+                    f"{where}: {image_id!r} is an image of class {split.labels[index]} "
+                    f"({names[split.labels[index] - 1]}), not of class {class_id}."
+                )
+            pixels = split.class_pixels[index].get(class_id, 0)
+            if split.labels is None and pixels < MIN_CLASS_PIXELS:
                 raise DataError(
                     f"{where}: class {class_id} ({names[class_id - 1]}) covers {pixels} pixels "
                     f"of {image_id!r}, fewer than the {MIN_CLASS_PIXELS} an episode's images need."
@@ -325,10 +343,27 @@ class _EpisodeSampler:
         self.split, self.classes, self.shot = split, classes, shot
 
     def __call__(self, query: int, rng: np.random.Generator) -> dict:
-        counts = self.split.class_pixels[query]
-        eligible = [c for c in self.classes if counts.get(c, 0) >= MIN_CLASS_PIXELS]
+        eligible = [c for c in self.classes if self.split.counts_for(query, c)]
         class_id = eligible[rng.integers(len(eligible))]
         candidates = self.split.eligible_images(class_id)
+        supports = rng.choice(candidates[candidates != query], self.shot, replace=False)
+        return {
+            "class_id": class_id,
+            "query_id": self.split.ids[query],
+            "support_ids": [self.split.ids[i] for i in supports],
+        }
+
+
+class _ClassCycleSampler:
+    """(episode index, rng) -> episode spec, by PATNet's rule (`cross_domain.CLASS_CYCLED`)."""
+
+    def __init__(self, split: Split, classes: tuple[int, ...], shot: int):
+        self.split, self.classes, self.shot = split, classes, shot
+
+    def __call__(self, index: int, rng: np.random.Generator) -> dict:
+        class_id = self.classes[index % len(self.classes)]
+        candidates = self.split.eligible_images(class_id)
+        query = candidates[rng.integers(len(candidates))]
         supports = rng.choice(candidates[candidates != query], self.shot, replace=False)
         return {
             "class_id": class_id,
@@ -340,19 +375,20 @@ class _EpisodeSampler:
 class _EpisodeLoader:
     """Spec (and rng when augmenting) -> episode record."""
 
-    def __init__(self, split: Split, image_size: int, augmentation):
+    def __init__(self, split: Split, image_size: int, augmentation, resize: str):
         self.split, self.image_size, self.augmentation = split, image_size, augmentation
+        self.resize = resize
 
     def __call__(self, spec: dict, rng: np.random.Generator | None = None) -> dict:
         images, masks = [], []
         for image_id in (spec["query_id"], *spec["support_ids"]):
             image, mask = self.split.load(self.split.index_of[image_id])
-            mask = binary_mask(mask, spec["class_id"])
+            mask = binary_mask(mask, self.split.mask_id(spec["class_id"]))
             if self.augmentation is None:
-                image, mask = transforms.eval_transform(image, mask, self.image_size)
+                image, mask = transforms.eval_transform(image, mask, self.image_size, self.resize)
             else:
                 image, mask = transforms.train_transform(
-                    image, mask, self.image_size, self.augmentation, rng
+                    image, mask, self.image_size, self.augmentation, rng, self.resize
                 )
             images.append(image)
             masks.append(mask)
@@ -387,9 +423,30 @@ def _check_episode_args(split, classes, shot, num_episodes):
             f"Episodes need shot >= 1, num_episodes >= 1 and some classes; got shot={shot}, "
             f"num_episodes={num_episodes}, classes={list(classes)}."
         )
-    names = CLASS_NAMES[split.dataset]
+    check_shot(split, classes, shot)
+
+
+def check_shot(split: Split, classes: Sequence[int], shot: int) -> None:
+    """Checks that each class has the ``shot + 1`` eligible images an episode needs.
+
+    Args:
+      split: The split the episodes are drawn from.
+      classes: The episodes' classes.
+      shot: Number of support images K.
+
+    Raises:
+      DataError: naming the first class with fewer images, and where they lie.
+
+    """
+    names = split.class_names
     for class_id in classes:
         count = len(split.eligible_images(class_id))
+        if count < shot + 1 and split.labels is not None:
+            raise DataError(
+                f"Class {class_id} ({names[class_id - 1]}) has {count} images in "
+                f"{split.class_folders[class_id - 1]}, fewer than shot + 1 = {shot + 1}; add "
+                "images or use fewer shots."
+            )
         if count < shot + 1:
             raise DataError(
                 f"Class {class_id} ({names[class_id - 1]}) has {count} images in "

@@ -31,9 +31,10 @@ class Item:
     """One listed image.
 
     Attributes:
-      id: Image file stem, unique within a split.
+      id: Image file stem, unique within a split; for the cross-domain datasets, the
+        image's path relative to the root (`cross_domain`).
       image_path: Absolute path of the JPEG/PNG image.
-      mask_path: Absolute path of the PNG class-id mask.
+      mask_path: Absolute path of the PNG mask: class ids, or a binary mask (`cross_domain`).
 
     """
 

@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from cwt_jax.data import codec
+from cwt_jax.data.classes import CLASS_NAMES
 from cwt_jax.errors import DataError
 
 # An image counts for a class only if the class covers this many pixels of its mask
@@ -23,12 +24,22 @@ FINGERPRINT_IMAGES = 20
 class Split:
     """One split of a prepared dataset.
 
+    An image counts for a class (is eligible) where the class covers MIN_CLASS_PIXELS
+    pixels of its class-id mask; in a one-class-per-image dataset (``labels`` given),
+    where it is an image of the class, whatever its mask.
+
     Attributes:
-      dataset: ``"pascal"``, ``"coco"`` or ``"synthetic"`` (a key of ``CLASS_NAMES``).
-      name: Split name, ``"train"`` or ``"val"``.
+      dataset: ``"pascal"``, ``"coco"``, ``"synthetic"`` or one of
+        ``cross_domain.DATASETS``.
+      name: Split name: ``"train"``, ``"val"`` or ``"test"``.
       source: TFDS array_record data source; ``source[i]`` is ``{"id", "image", "mask"}``.
       ids: Image id of each record.
       class_pixels: Class id -> pixel count of each record.
+      class_names: Name of class id c at ``class_names[c - 1]``.
+      labels: The class id of each record of a one-class-per-image dataset, whose masks
+        are binary files; None where masks hold class ids.
+      class_folders: Where each class's images lie, for messages; empty unless
+        ``labels`` is given.
 
     """
 
@@ -37,6 +48,9 @@ class Split:
     source: Any
     ids: tuple[str, ...]
     class_pixels: tuple[dict[int, int], ...]
+    class_names: tuple[str, ...]
+    labels: tuple[int, ...] | None = None
+    class_folders: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -58,9 +72,21 @@ class Split:
         """
         return self._eligible.get(class_id, np.zeros((0,), np.int64))
 
+    def counts_for(self, index: int, class_id: int) -> bool:
+        """Whether record `index` is eligible for `class_id` (see the class docstring)."""
+        return int(index) in self._eligible_sets.get(class_id, ())
+
+    @functools.cached_property
+    def _eligible_sets(self) -> dict[int, frozenset]:
+        return {c: frozenset(indices.tolist()) for c, indices in self._eligible.items()}
+
     @functools.cached_property
     def _eligible(self) -> dict[int, np.ndarray]:
         eligible = {}
+        if self.labels is not None:
+            for index, label in enumerate(self.labels):
+                eligible.setdefault(label, []).append(index)
+            return {c: np.array(indices, np.int64) for c, indices in eligible.items()}
         for index, counts in enumerate(self.class_pixels):
             for class_id, count in counts.items():
                 if count >= MIN_CLASS_PIXELS:
@@ -76,6 +102,9 @@ class Split:
             source=_Records(self.source, indices),
             ids=tuple(self.ids[index] for index in indices),
             class_pixels=tuple(self.class_pixels[index] for index in indices),
+            class_names=self.class_names,
+            labels=None if self.labels is None else tuple(self.labels[i] for i in indices),
+            class_folders=self.class_folders,
         )
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -85,13 +114,27 @@ class Split:
           index: Record index.
 
         Returns:
-          image float32 (H, W, 3) RGB on 0..255, mask uint8 (H, W) of class ids.
+          image float32 (H, W, 3) RGB on 0..255, mask uint8 (H, W) of class ids; in a
+          one-class-per-image split, {0, 1}, 1 the record's class (`mask_id`).
 
         """
         record = self.source[int(index)]
         name = f"record {self.ids[index]!r} of {self.dataset}/{self.name}"
         image = codec.decode_image(record["image"], name).astype(np.float32)
-        return image, codec.decode_mask(record["mask"], name)
+        return image, self._decode_mask(record["mask"], name)
+
+    def _decode_mask(self, data: bytes, name: str) -> np.ndarray:
+        if self.labels is None:
+            return codec.decode_mask(data, name)
+        return codec.decode_binary_mask(data, name)
+
+    def mask_id(self, class_id: int) -> int:
+        """The value of `class_id`'s pixels in the masks `load` returns.
+
+        The class id itself, or 1 in a one-class-per-image split, whose masks are binary
+        (its class ids may pass 255, which masks reserve for ignore).
+        """
+        return class_id if self.labels is None else 1
 
     def mask_shape(self, index: int) -> tuple[int, int]:
         """(height, width) of one record's mask (and image), without decoding it."""
@@ -127,7 +170,7 @@ def fingerprint(splits: Sequence[Split], count: int = FINGERPRINT_IMAGES) -> str
                 name = f"record {split.ids[index]!r} of {split.dataset}/{split.name}"
                 yield (
                     codec.decode_image(record["image"], name),
-                    codec.decode_mask(record["mask"], name),
+                    split._decode_mask(record["mask"], name),
                 )
 
     return codec.fingerprint(examples())
@@ -155,9 +198,9 @@ def open_split(dataset_dir: str, split: str) -> Split:
     """Opens a split of a dataset made by one of the ``prepare_*`` functions.
 
     Args:
-      dataset_dir: Directory returned by ``prepare_pascal``, ``prepare_coco`` or
-        ``prepare_synthetic``.
-      split: ``"train"`` or ``"val"``.
+      dataset_dir: Directory returned by ``prepare_pascal``, ``prepare_coco``,
+        ``prepare_synthetic`` or ``prepare_cross_domain``.
+      split: ``"train"``, ``"val"`` or (cross-domain datasets) ``"test"``.
 
     Returns:
       The Split.
@@ -175,7 +218,8 @@ def open_split(dataset_dir: str, split: str) -> Split:
     metadata = builder.info.metadata
     if split not in metadata["splits"]:
         raise DataError(
-            f"Split {split!r} not in {dataset_dir}; splits: {sorted(metadata['splits'])}."
+            f"Split {split!r} not in {dataset_dir}; splits: {sorted(metadata['splits'])} "
+            "(a cross-domain dataset has the splits whose class lists name classes)."
         )
     split_metadata = metadata["splits"][split]
     source = builder.as_data_source(split)
@@ -192,4 +236,11 @@ def open_split(dataset_dir: str, split: str) -> Split:
         class_pixels=tuple(
             {int(c): int(n) for c, n in pairs} for pairs in split_metadata["class_pixels"]
         ),
+        class_names=tuple(
+            split_metadata["class_names"]
+            if "class_names" in split_metadata
+            else CLASS_NAMES[metadata["dataset"]]
+        ),
+        labels=tuple(split_metadata["labels"]) if "labels" in split_metadata else None,
+        class_folders=tuple(split_metadata["class_folders"] if "labels" in split_metadata else ()),
     )

@@ -1,20 +1,28 @@
 """Image/mask transforms with the semantics of PFENet/RePRI/CWT (hszhao/semseg transforms).
 
 Images are float32 RGB on 0..255 until ``normalize``; masks are uint8 class ids with 255
-for ignore. Geometry follows RePRI's ``Resize``: the longer side becomes ``image_size``,
-both sides are floored to a multiple of 8, and the result is padded bottom/right to
-``image_size`` x ``image_size`` (0 for the image, 255 for the mask).
+for ignore. Two geometries (``data.resize``):
+
+- ``padded`` (RePRI's ``Resize``): the longer side becomes ``image_size``, both sides are
+  floored to a multiple of 8, and the result is padded bottom/right to ``image_size`` x
+  ``image_size`` (0 for the image, 255 for the mask).
+- ``squash`` (PATNet's and HSNet's test protocol): the image is resized to ``image_size``
+  x ``image_size`` as torchvision's ``Resize((S, S))`` does on a PIL image (Pillow's
+  antialiased bilinear filter, on uint8), the mask with PyTorch's ``interpolate(mode=
+  "nearest")``; nothing is padded or ignored.
 """
 
 import dataclasses
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from cwt_jax.data.labels import IGNORE_LABEL
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
+RESIZES = ("padded", "squash")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +91,49 @@ def resize_and_pad(
     return out_image, out_mask
 
 
+def squash(image: np.ndarray, mask: np.ndarray, image_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Resizes to a square, ignoring the aspect ratio, as PATNet's test loaders do.
+
+    The image goes through Pillow's bilinear ``resize`` on uint8 (torchvision's
+    ``Resize((S, S))`` on a PIL image calls it); an image that is not uint8-valued (after
+    a random scale or rotation) is rounded to uint8 first. The mask is resized as
+    ``torch.nn.functional.interpolate(mode="nearest")`` does (`nearest_indices`).
+
+    Args:
+      image: float32 (H, W, 3) on 0..255.
+      mask: uint8 (H, W).
+      image_size: Output side length S.
+
+    Returns:
+      image float32 (S, S, 3) on 0..255; mask uint8 (S, S).
+
+    """
+    pixels = np.clip(np.rint(image), 0, 255).astype(np.uint8)
+    resized = Image.fromarray(pixels).resize((image_size, image_size), Image.BILINEAR)
+    rows = nearest_indices(mask.shape[0], image_size)
+    columns = nearest_indices(mask.shape[1], image_size)
+    return np.asarray(resized, np.float32), mask[rows[:, None], columns[None, :]]
+
+
+def nearest_indices(input_size: int, output_size: int) -> np.ndarray:
+    """Source index of each output index of PyTorch's nearest resize along one axis.
+
+    ``floor(index * scale)`` with the float32 scale ``input_size / output_size``, clipped
+    to the last index (ATen's ``nearest_idx``).
+
+    Args:
+      input_size: Input length.
+      output_size: Output length.
+
+    Returns:
+      int64 (output_size,) indices into the input.
+
+    """
+    scale = np.float32(input_size) / np.float32(output_size)
+    indices = np.floor(np.arange(output_size, dtype=np.float32) * scale).astype(np.int64)
+    return np.minimum(indices, input_size - 1)
+
+
 def pad_to_grid(mask: np.ndarray, grid: int) -> np.ndarray:
     """A mask at its original size, top-left in a ``grid`` x ``grid`` square of 255.
 
@@ -118,20 +169,22 @@ def normalize(image: np.ndarray) -> np.ndarray:
 
 
 def eval_transform(
-    image: np.ndarray, mask: np.ndarray, image_size: int
+    image: np.ndarray, mask: np.ndarray, image_size: int, resize: str = "padded"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Evaluation transform: resize and pad, then normalise.
+    """Evaluation transform: resize (and pad), then normalise.
 
     Args:
       image: float32 (H, W, 3) on 0..255.
       mask: uint8 (H, W).
       image_size: Output side length.
+      resize: ``"padded"`` (`resize_and_pad`) or ``"squash"`` (`squash`), ``data.resize``.
 
     Returns:
       Normalised float32 image (S, S, 3) and int32 mask (S, S), S = image_size.
 
     """
-    image, mask = resize_and_pad(image, mask, image_size)
+    resized = squash if resize == "squash" else resize_and_pad
+    image, mask = resized(image, mask, image_size)
     return normalize(image), mask.astype(np.int32)
 
 
@@ -141,6 +194,7 @@ def train_transform(
     image_size: int,
     augmentation: Augmentation,
     rng: np.random.Generator,
+    resize: str = "padded",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Training transform: the augmentations, then ``eval_transform``.
 
@@ -150,6 +204,7 @@ def train_transform(
       image_size: Output side length.
       augmentation: Which augmentations to apply.
       rng: Source of all randomness, so (seed, index) fixes the result.
+      resize: The final resize, as ``eval_transform``'s.
 
     Returns:
       Normalised float32 image (S, S, 3) and int32 mask (S, S), S = image_size.
@@ -173,7 +228,9 @@ def train_transform(
         image, mask = image[::-1], mask[::-1]
     if augmentation.crop:
         image, mask = _random_crop(image, mask, image_size, rng)
-    return eval_transform(np.ascontiguousarray(image), np.ascontiguousarray(mask), image_size)
+    return eval_transform(
+        np.ascontiguousarray(image), np.ascontiguousarray(mask), image_size, resize
+    )
 
 
 def _random_crop(image, mask, size, rng):

@@ -239,7 +239,7 @@ def evaluate(
     """
     section = config.eval
     start = time.perf_counter()
-    names = dict(enumerate(data.CLASS_NAMES[inputs.val.dataset], start=1))
+    names = dict(enumerate(inputs.val.class_names, start=1))
     runs = evaluation_runs(config, inputs, episode_list)
     run_seeds = evaluation_seeds(config, episode_list)
     with compilation.recorded() as compiled:
@@ -273,7 +273,7 @@ def evaluate(
             writer.write("eval", run, results.run_scalars(reported))
             if run == 0 and section.visualize and jax.process_index() == 0:
                 episodes = data.episodes_from_list(
-                    inputs.val, specs, image_size=config.data.image_size
+                    inputs.val, specs, image_size=config.data.image_size, resize=config.data.resize
                 )
                 visualize.write_panels(
                     os.path.join(workdir, "visualize"),

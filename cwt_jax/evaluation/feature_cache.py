@@ -59,12 +59,15 @@ class FeatureCache:
       rows: image id -> row.
       placement: the arrays' sharding, None where they are NumPy arrays in host memory.
       mesh: the devices of the evaluation.
+      binary_masks: the masks are a one-class-per-image split's {0, 1} masks, where 1 is
+        the image's class whatever its id (`data.Split.mask_id`).
     """
 
     arrays: dict
     rows: dict[str, int]
     placement: NamedSharding | None
     mesh: Mesh
+    binary_masks: bool = False
 
 
 def build(
@@ -74,6 +77,7 @@ def build(
     image_ids: Sequence[str],
     *,
     image_size: int,
+    resize: str,
     batch_size: int,
     dtype,
     mesh: Mesh,
@@ -92,6 +96,7 @@ def build(
       split: the split holding the images.
       image_ids: ids of the images needed (repeats are fine).
       image_size: side S of the evaluation transform.
+      resize: `data.resize` of the evaluation transform, "padded" or "squash".
       batch_size: images per backbone pass, rounded up to a multiple of the mesh's devices.
       dtype: storage dtype of the features (float32, or bfloat16 to halve their memory).
       mesh: the devices of the evaluation (`sharding.data_mesh`).
@@ -110,7 +115,7 @@ def build(
 
     def load(image_id):
         image, original_mask = split.load(split.index_of[image_id])
-        image, mask = data.transforms.eval_transform(image, original_mask, image_size)
+        image, mask = data.transforms.eval_transform(image, original_mask, image_size, resize)
         loaded = {"image": image, "masks": mask.astype(np.uint8)}
         if original_grid is None:
             return loaded
@@ -137,9 +142,8 @@ def build(
         if arrays is None:
             arrays = _allocate(rows, num_passes, placed)
         arrays = _write(arrays, rows, index, placed)
-    return FeatureCache(
-        arrays, {image_id: row for row, image_id in enumerate(image_ids)}, placed, mesh
-    )
+    rows = {image_id: row for row, image_id in enumerate(image_ids)}
+    return FeatureCache(arrays, rows, placed, mesh, binary_masks=split.labels is not None)
 
 
 def _allocate(rows: dict, num_passes: int, placed: NamedSharding | None) -> dict:
@@ -192,6 +196,7 @@ def batches(cache: FeatureCache, specs: Sequence[dict], batch_size: int) -> Iter
         "support_index": [[cache.rows[i] for i in spec["support_ids"]] for spec in specs],
         "query_index": [cache.rows[spec["query_id"]] for spec in specs],
         "class_id": [spec["class_id"] for spec in specs],
+        "mask_id": [1 if cache.binary_masks else spec["class_id"] for spec in specs],
         "episode": range(len(specs)),
     }
     columns = {name: np.asarray(column, np.int32) for name, column in columns.items()}
@@ -213,7 +218,8 @@ def gather_episodes(arrays: dict, indices: dict) -> dict:
 
     Args:
       arrays: `FeatureCache.arrays`.
-      indices: `support_index` (B, K), `query_index` (B,), `class_id` (B,) and `episode` (B,).
+      indices: `support_index` (B, K), `query_index` (B,), `class_id` (B,), `mask_id` (B,),
+        the class's value in the cached masks, and `episode` (B,).
 
     Returns:
       The batch of `batches`.
@@ -295,15 +301,15 @@ def _episode_rows(take, arrays: dict, support_index, query_index) -> dict:
 
 def _with_binary_masks(rows: dict, indices: dict) -> dict:
     """`_episode_rows` with the episode class's {0, 1, 255} masks and the batch's ids."""
-    class_id = indices["class_id"]
+    mask_id = indices["mask_id"]
 
     def binary(masks):  # (B, ..., S, S) class ids
-        return data.binary_mask(masks, class_id.reshape((-1,) + (1,) * (masks.ndim - 1)))
+        return data.binary_mask(masks, mask_id.reshape((-1,) + (1,) * (masks.ndim - 1)))
 
     masks = ("support_masks", "query_mask", "query_original_mask")
     return {
         **rows,
         **{name: binary(rows[name]) for name in masks if name in rows},
-        "class_id": class_id,
+        "class_id": indices["class_id"],
         "episode": indices["episode"],
     }

@@ -71,7 +71,9 @@ def make(
     """
     section = config.eval
     for specs in runs:  # checks every episode's images and class before any work
-        data.episodes_from_list(split, specs, image_size=config.data.image_size)
+        data.episodes_from_list(
+            split, specs, image_size=config.data.image_size, resize=config.data.resize
+        )
     mesh = sharding.data_mesh(section.episodes_per_step, "eval.episodes_per_step")
     grid = original_grid(split, runs) if original_masks else None
     if not section.feature_cache:
@@ -87,6 +89,7 @@ def make(
         split,
         image_ids,
         image_size=config.data.image_size,
+        resize=config.data.resize,
         batch_size=section.cache_batch_size,
         dtype=jnp.dtype(section.cache_dtype),
         mesh=mesh,
@@ -109,7 +112,9 @@ def original_grid(split: data.Split, runs: list[list[dict]]) -> int:
 
 def _backbone_batches(model, backbone, split, data_config, mesh, grid, specs, batch_size):
     """`FeatureSource.batches` running the backbone on each batch's images."""
-    episodes = data.episodes_from_list(split, specs, image_size=data_config.image_size)
+    episodes = data.episodes_from_list(
+        split, specs, image_size=data_config.image_size, resize=data_config.resize
+    )
     episodes = episodes.map_with_index(lambda index, record: {**record, "episode": index})
     names = (*EPISODE_ARRAYS, "class_id", "episode")
     if grid is not None:
@@ -133,7 +138,7 @@ def _with_original_query_mask(split: data.Split, grid: int, record: dict) -> dic
     return {
         **record,
         "query_original_mask": data.transforms.pad_to_grid(
-            data.binary_mask(mask, record["class_id"]), grid
+            data.binary_mask(mask, split.mask_id(int(record["class_id"]))), grid
         ),
         "query_side": np.int32(max(mask.shape)),
     }

@@ -14,7 +14,7 @@ from cwt_jax.fewshot import episode, inner
 from cwt_jax.models import cwt
 from cwt_jax.training import loop
 
-VAL_SOURCES = ("novel_val", "base_holdout")
+VAL_SOURCES = ("novel_val", "base_holdout", "fss1000_val")
 
 
 def make_train_step(model, inner_loop: inner.InnerLoop, config):
@@ -90,6 +90,9 @@ def validation_episodes(
     - "base_holdout": the base classes on a held-out part of the train split
       (`metatrain.holdout_fraction`), which meta-training does not use: model selection
       that never sees a novel class.
+    - "fss1000_val" (PATNet's and HSNet's choice for cross-domain and FSS-1000 runs):
+      every class of FSS-1000's val split (`data.val_root`, or the run's own fss1000 or
+      folder dataset's val split), queries shuffled.
 
     Returns:
       The split meta-training draws its episodes from, the split of the validation
@@ -100,6 +103,15 @@ def validation_episodes(
     sample = functools.partial(
         data.sample_episode_list, shot=config.data.shot, seed=seed, shuffle_queries=True
     )
+    if section.val_source == "fss1000_val":
+        if inputs.selection is None:
+            raise errors.DataError(
+                f"metatrain.val_source=fss1000_val: {config.data.root} holds no val classes; "
+                "set data.val_root to the FSS-1000 folder or give the val classes."
+            )
+        classes = tuple(range(1, len(inputs.selection.class_names) + 1))
+        specs = sample(inputs.selection, classes, num_episodes=section.val_episodes)
+        return inputs.train, inputs.selection, specs
     if section.val_source == "base_holdout":
         train_split, held_out = data.hold_out(inputs.train, section.holdout_fraction)
         specs = sample(held_out, inputs.classes.base, num_episodes=section.val_episodes)
@@ -157,6 +169,7 @@ def metatrain(
         num_episodes=total_steps * episodes_per_step,
         seed=config.seed,
         augmentation=data.Augmentation(),
+        resize=config.data.resize,
     )
     params = {
         "cwt": cwt.init(

@@ -157,7 +157,7 @@ def pretrain(
     schedule = learning_rate_schedule(section, total_steps)
     optimizer = optimizers.from_config(section, "pretrain", schedule)
     val_data = data.base_class_dataset(
-        inputs.val, base, image_size=section.image_size, seed=config.seed, augmentation=None
+        inputs.base_val, base, image_size=section.image_size, seed=config.seed, augmentation=None
     )
     if section.val_images:
         val_data = val_data[: section.val_images]

@@ -1,0 +1,17 @@
+"""FSS-1000, 5-shot (HSNet's protocol): meta-trained on the 520 trn classes, the model
+selected on the 240 val classes, evaluated on the 240 test classes, each test image once.
+
+  python -m cwt_jax.main --config=configs/fss1000_5shot.py --workdir=runs/fss1000_5s \
+      --config.data.root=FSS-1000 --config.init.backbone=pspnet.pth
+  python -m cwt_jax.main --config=configs/fss1000_5shot.py --workdir=runs/fss1000_5s \
+      --config.mode=eval --config.data.root=FSS-1000
+
+The backbone comes from init.backbone (stage 1 does not train on binary masks).
+Published (HSNet, ICCV 2021, Table 3, and later methods): see README.
+"""
+
+from configs import common
+
+
+def get_config():
+    return common.fss1000(shot=5)

@@ -1,0 +1,28 @@
+"""Cross-domain: trained on all 20 PASCAL classes, evaluated 1-shot on Deepglobe.
+
+Train (stages 1 and 2 on PASCAL with data.fold=all, the model selected on FSS-1000's val
+classes) and evaluate:
+
+  python -m cwt_jax.main --config=configs/pascal_to_deepglobe_1shot.py \
+      --workdir=runs/pascal_to_deepglobe_1shot \
+      --config.data.root=VOCdevkit/VOC2012 --config.init.resnet=resnet50_v2.pth \
+      --config.data.val_root=CDFSL/FSS-1000 --config.data.test_root=CDFSL/Deepglobe
+
+Evaluate converted PyTorch checkpoints only (PASCAL is not read):
+
+  python -m cwt_jax.main --config=configs/pascal_to_deepglobe_1shot.py \
+      --workdir=runs/pascal_to_deepglobe_1shot --config.mode=eval \
+      --config.data.test_root=CDFSL/Deepglobe \
+      --config.init.backbone=pspnet.pth --config.init.cwt=cwt.pth
+
+PATNet's protocol: images squashed to 400 x 400, masks resized nearest, 600 episodes a
+run, episode i of class i mod 6; mIoU over the classes.
+
+Published (PATNet, ECCV 2022, Table 1, and later methods): see README.
+"""
+
+from configs import common
+
+
+def get_config():
+    return common.cross_domain("deepglobe", shot=1)
