@@ -7,7 +7,8 @@ selected on the 240 val classes, evaluated on the 240 test classes, each test im
       --config.mode=eval --config.data.root=FSS-1000
 
 The backbone comes from init.backbone (stage 1 does not train on binary masks).
-Published (HSNet, ICCV 2021, Table 3, and later methods): see README.
+Published 1-shot mIoU (HSNet, ICCV 2021, Table 3, ResNet-50): 85.5; CWT's is not
+measured yet.
 """
 
 from configs import common

@@ -149,7 +149,8 @@ def test_binary_masks_are_foreground_from_grey_128_in_any_mode():
 def test_layouts_give_relative_ids_and_classes_in_order(trees):
     isic = data.open_split(trees["isic"][1], "test")
     assert isic.ids[0] == "ISIC2018_Task1-2_Training_Input/1/ISIC_0010000.jpg"
-    assert isic.class_names == ("1", "2", "3") and isic.labels == (1,) * 3 + (2,) * 3 + (3,) * 3
+    assert isic.class_names == ("nevus", "seborrheic_keratosis", "melanoma")
+    assert isic.labels == (1,) * 3 + (2,) * 3 + (3,) * 3
     fss = {s: data.open_split(trees["fss1000"][1], s) for s in ("train", "val", "test")}
     assert fss["test"].class_names == ("fox", "gnu")  # sorted, whatever the list's order
     assert fss["test"].ids[:4] == ("fox/1.jpg", "fox/2.jpg", "fox/3.jpg", "gnu/1.jpg")
@@ -431,7 +432,8 @@ def test_pascal_with_every_class_base_selects_on_fss1000_val(torch_weights, tmp_
     assert all(val_classes.index(s["query_id"].split("/")[0]) >= 0 for s in specs)
     experiment.run(config, str(tmp_path / "run"))
     with open(tmp_path / "run" / "results.json") as f:
-        assert json.load(f)["class_names"] == {"1": "1", "2": "2", "3": "3"}
+        names = json.load(f)["class_names"]
+    assert names == {"1": "nevus", "2": "seborrheic_keratosis", "3": "melanoma"}
 
 
 def test_fold_all_is_taken_from_the_command_line(monkeypatch):

@@ -13,7 +13,8 @@ Each image shows one class; its mask is foreground where its grey level is >= 12
 (`codec.decode_binary_mask`). An image's id is its path relative to the root, e.g.
 ``ISIC2018_Task1-2_Training_Input/2/ISIC_0000202.jpg``. Class ids are 1-based in the
 order of a split's classes: sorted names for fss1000 and folder, the folders 1..6 and 1..3
-for deepglobe and isic, and the one class ``lung`` of chest_xray.
+for deepglobe and isic (named `DEEPGLOBE_CLASS_NAMES` and `ISIC_CLASS_NAMES`, as the
+preparation scripts fill them), and the one class ``lung`` of chest_xray.
 
 Chest X-ray's release holds more images in CXR_png/ than masks in masks/: as PATNet's
 loader, the dataset is its masks, each with its image (an image without a mask is not
@@ -42,9 +43,14 @@ FSS1000_LISTS = {
 README_HINT = "see the 'Cross-domain evaluation' section of README.md"
 
 _DEEPGLOBE_CLASSES = ("1", "2", "3", "4", "5", "6")
+# The land cover of each folder: PATNet's colours in its order, which its code compares with
+# masks read by OpenCV, in BGR (scripts/prepare_deepglobe.py).
+DEEPGLOBE_CLASS_NAMES = ("agriculture", "urban", "rangeland", "forest", "water", "barren")
 _ISIC_IMAGES = "ISIC2018_Task1-2_Training_Input"
 _ISIC_MASKS = "ISIC2018_Task1_Training_GroundTruth"
 _ISIC_CLASSES = ("1", "2", "3")
+# The diagnosis of each folder, as IFA's preparation numbers them (scripts/prepare_isic.py).
+ISIC_CLASS_NAMES = ("nevus", "seborrheic_keratosis", "melanoma")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,7 +201,7 @@ def _deepglobe(root: str) -> LabelledSplit:
             mask = os.path.join(folder, "groundtruth", image[:-4] + ".png")
             items.append(_item(root, os.path.join(folder, "origin", image), mask))
             labels.append(class_id)
-    return LabelledSplit(_DEEPGLOBE_CLASSES, tuple(folders), tuple(items), tuple(labels))
+    return LabelledSplit(DEEPGLOBE_CLASS_NAMES, tuple(folders), tuple(items), tuple(labels))
 
 
 def _isic(root: str) -> LabelledSplit:
@@ -206,7 +212,7 @@ def _isic(root: str) -> LabelledSplit:
             mask = os.path.join(root, _ISIC_MASKS, image[:-4] + "_segmentation.png")
             items.append(_item(root, os.path.join(folders[-1], image), mask))
             labels.append(class_id)
-    return LabelledSplit(_ISIC_CLASSES, tuple(folders), tuple(items), tuple(labels))
+    return LabelledSplit(ISIC_CLASS_NAMES, tuple(folders), tuple(items), tuple(labels))
 
 
 def _chest_xray(root: str) -> LabelledSplit:
