@@ -92,8 +92,8 @@ def benchmark(config, repeats: int, stages: tuple[str, ...] = STAGES) -> dict:
     inner_loop = inner.from_config(config)
     backbone = models.init_variables(model, jax.random.key(0))
     meta_params = {
-        "cwt": cwt.init(jax.random.key(1), model.bottleneck_dim, config.cwt.heads),
-        "inner": inner.init_inner_params(model.bottleneck_dim, config.inner),
+        "cwt": cwt.init(jax.random.key(1), model.feature_channels, config.cwt.heads),
+        "inner": inner.init_inner_params(model.feature_channels, config.inner),
     }
     results = {
         "device": jax.devices()[0].device_kind,
@@ -195,7 +195,7 @@ def benchmark_eval(config, model, inner_loop, backbone, meta_params, rng, repeat
 
     update_flops = program_flops(
         inner_update,
-        jnp.zeros((2, model.bottleneck_dim)),
+        jnp.zeros((2, model.feature_channels)),
         arrays["features"][0, :shot],
         episodes["support_masks"][0],
     )

@@ -5,6 +5,9 @@
 `x_norm_patchtokens` to 0 on random models (`scripts/check_dinov2_reference.py`).
 """
 
+import subprocess
+import sys
+
 import jax
 import numpy as np
 import pytest
@@ -14,7 +17,7 @@ import torch_reference as ref
 
 from cwt_jax import errors
 from cwt_jax.models import resnet, vit
-from cwt_jax.weights import pytorch
+from cwt_jax.weights import loading, pytorch
 
 WIDTH, DEPTH = 128, 2
 
@@ -96,3 +99,28 @@ def test_converter_names_each_misfit(tmp_path, edit, message):
     with pytest.raises(errors.ConversionError, match="^" + str(path).replace(".", r"\.")) as info:
         pytorch.load_dinov2(str(path))
     assert message in str(info.value)
+
+
+def test_convert_command_writes_the_orbax_checkpoint_main_reads(tmp_path):
+    model = reference_model(registers=4)
+    path = tmp_path / "dinov2.pth"
+    torch.save(model.state_dict(), path)
+    output = tmp_path / "converted"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cwt_jax.convert",
+            "--format=dinov2",
+            f"--input={path}",
+            f"--output={output}",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    configured = vit.DinoV2(vit.PRESETS["dinov2_vits14_reg"])
+    read, variables = loading.load_backbone(str(output), configured, "init.backbone")
+    assert read.architecture == vit.Architecture(WIDTH, DEPTH, 2, registers=4)
+    expected = pytorch.load_dinov2(str(path))[1]
+    assert jax.tree.all(jax.tree.map(np.array_equal, variables, expected))

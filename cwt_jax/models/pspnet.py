@@ -121,6 +121,11 @@ class PSPNet(nn.Module):
     dropout: float = 0.1
     dtype: Any = None
 
+    @property
+    def feature_channels(self) -> int:
+        """Channels of the features: `bottleneck_dim`."""
+        return self.bottleneck_dim
+
     @nn.compact
     def __call__(self, images: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         """Maps normalised (N, H, W, 3) images to (N, h, w, bottleneck_dim) features.
@@ -202,8 +207,8 @@ def backbone_jit(function: Callable, **jit_arguments) -> Callable:
     return functools.wraps(function)(lambda *args: compiled()(*args))
 
 
-def _apply_eval(model: PSPNet, variables, images: jnp.ndarray) -> jnp.ndarray:
-    """The frozen PSPNet's eval-mode features: (N, H, W, 3) images -> (N, h, w, C)."""
+def _apply_eval(model: nn.Module, variables, images: jnp.ndarray) -> jnp.ndarray:
+    """A frozen backbone's eval-mode features: (N, H, W, 3) images -> (N, h, w, C)."""
     return model.apply(variables, images, train=False)
 
 
