@@ -154,6 +154,31 @@ class LayerScale(nn.Module):
         return x * gamma.astype(x.dtype)
 
 
+# Queries per block of `_attention`: the (heads, block, T) scores stay in cache.
+QUERY_BLOCK = 256
+
+
+def _attention(query: jnp.ndarray, key: jnp.ndarray, value: jnp.ndarray) -> jnp.ndarray:
+    """softmax(q k^T) v of (N, T, heads, d) arrays, the queries taken in blocks.
+
+    Each query's row is computed as a whole, so blocks change no number; they keep the
+    scores small. On CPU this runs about 1.5x faster than one (N, heads, T, T) product,
+    which runs 2x faster than `jax.nn.dot_product_attention` (measured at T = 1157 + 4).
+    """
+
+    def block(queries):  # (N, B, heads, d)
+        scores = jnp.einsum("nqhd,nkhd->nhqk", queries, key)
+        return jnp.einsum("nhqk,nkhd->nqhd", jax.nn.softmax(scores, axis=-1), value)
+
+    batch, tokens = query.shape[:2]
+    if tokens <= QUERY_BLOCK:
+        return block(query)
+    padded = jnp.pad(query, ((0, 0), (0, -tokens % QUERY_BLOCK), (0, 0), (0, 0)))
+    blocks = padded.reshape(batch, -1, QUERY_BLOCK, *query.shape[2:]).swapaxes(0, 1)
+    out = jax.lax.map(block, blocks)  # (blocks, N, B, heads, d)
+    return out.swapaxes(0, 1).reshape(batch, -1, *query.shape[2:])[:, :tokens]
+
+
 class Attention(nn.Module):
     """Multi-head self-attention with a fused qkv projection, as the official `Attention`."""
 
@@ -168,7 +193,7 @@ class Attention(nn.Module):
         # (N, T, 3, heads, C / heads), as the official reshape splits the projection.
         qkv = qkv.reshape(batch, tokens, 3, self.heads, width // self.heads)
         query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-        out = jax.nn.dot_product_attention(query, key, value)  # (N, T, heads, C / heads)
+        out = _attention(query * (width // self.heads) ** -0.5, key, value)
         return nn.Dense(width, dtype=self.dtype, name="proj")(out.reshape(batch, tokens, width))
 
 
@@ -258,6 +283,7 @@ class DinoV2(nn.Module):
 
     architecture: Architecture
     dtype: Any = None
+    cpu_dot_fusion = False  # `backbone_jit`: YNNPACK's dot fusion on CPU is slower here
 
     @property
     def feature_channels(self) -> int:
