@@ -105,6 +105,11 @@ def _frozen_encoder(config, model, stages) -> None:
             f"mode=pretrain trains a PSPNet, but model.backbone={name} is used frozen; run "
             "mode=metatrain, eval or all."
         )
+    if config.init.resnet:
+        raise ConfigError(
+            f"init.resnet={config.init.resnet} initialises stage 1, which "
+            f"model.backbone={name} skips; leave init.resnet empty."
+        )
     if {"metatrain", "eval"} & set(stages) and not config.init.backbone:
         raise ConfigError(
             f"model.backbone={name} needs init.backbone: the official checkpoint "

@@ -136,6 +136,7 @@ def test_predict_segments_with_the_vit_and_its_meta_trained_cwt(trained, weights
     [
         ({"data.image_size": 113}, "data.image_size=113 is not a multiple of 14, the patch size"),
         ({"mode": "pretrain"}, "mode=pretrain trains a PSPNet"),
+        ({"init.resnet": "r.pth"}, "init.resnet=r.pth initialises stage 1, which"),
         (
             {"init.backbone": ""},
             "model.backbone=dinov2_vits14_reg needs init.backbone: the official checkpoint "

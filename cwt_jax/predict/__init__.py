@@ -148,7 +148,7 @@ def predictions(
     """Each query's masks with and without the CWT, query by query.
 
     Args:
-      model: the PSPNet the variables belong to.
+      model: the backbone the variables belong to.
       backbone_variables: its variables.
       cwt_params: transformer parameters.
       support_images: K uint8 (H, W, 3) RGB images.
@@ -422,7 +422,7 @@ class Checkpoints(NamedTuple):
     """What `load_checkpoints` reads.
 
     Attributes:
-      model: the PSPNet of the backbone checkpoint.
+      model: the backbone of the backbone checkpoint (PSPNet or DINOv2).
       backbone_variables: its variables.
       cwt_params: transformer parameters.
       inner_params: the inner loop's meta-learned parts kept beside the CWT
@@ -440,17 +440,18 @@ def load_checkpoints(backbone: str, cwt_checkpoint: str) -> Checkpoints:
     """A backbone and a CWT checkpoint, each read once, their architecture read from them.
 
     Args:
-      backbone: PSPNet .pth file, converted checkpoint or a run's `pretrain/best`.
+      backbone: PSPNet or official DINOv2 .pth file, converted checkpoint or a run's
+        `pretrain/best`.
       cwt_checkpoint: transformer .pth file, converted checkpoint or a run's
         `metatrain/best`.
 
     Returns:
-      The PSPNet, its variables, the transformer parameters and the inner loop's
+      The backbone, its variables, the transformer parameters and the inner loop's
       meta-learned parts.
 
     Raises:
       FileNotFoundError, ConversionError: a missing checkpoint, a path that holds none,
-        one that holds no PSPNet or no CWT, or a CWT of other channels than the
+        one that holds no backbone or no CWT, or a CWT of other channels than the
         backbone's features.
     """
     model, variables = loading.read_backbone(backbone, "--backbone")
