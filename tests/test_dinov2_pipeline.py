@@ -2,6 +2,7 @@
 feature cache), learned inner loops, `predict` and the config checks, on a tiny ViT of
 the official architecture (width 64, 2 blocks) saved in the official .pth format."""
 
+import importlib
 import json
 import os
 
@@ -159,3 +160,21 @@ def test_a_checkpoint_without_registers_for_a_reg_backbone_is_named(settings, tm
         match="holds a DINOv2 ViT with 0 registers but model.backbone=dinov2_vits14_reg",
     ):
         run(settings, tmp_path / "run", mode="eval", **{"init.backbone": path})
+
+
+@pytest.mark.parametrize("dataset", ["pascal", "coco"])
+def test_dinov2_configs_are_valid_with_the_official_checkpoint(dataset):
+    for fold in range(4):
+        for shot in (1, 5):
+            module = importlib.import_module(f"configs.{dataset}_dinov2_fold{fold}_{shot}shot")
+            config = module.get_config()
+            assert (config.data.dataset, config.data.fold, config.data.shot) == (
+                dataset,
+                fold,
+                shot,
+            )
+            assert config.model.backbone == "dinov2_vitb14"
+            assert config.data.image_size % 14 == 0
+            assert "dinov2_vitb14_pretrain.pth" in module.__doc__
+            config.init.backbone = "dinov2_vitb14_pretrain.pth"
+            config_checks.validate(config)
