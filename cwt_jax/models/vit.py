@@ -159,20 +159,22 @@ QUERY_BLOCK = 256
 
 
 def _attention(query: jnp.ndarray, key: jnp.ndarray, value: jnp.ndarray) -> jnp.ndarray:
-    """softmax(q k^T) v of (N, T, heads, d) arrays, the queries taken in blocks.
+    """softmax(q k^T) v of (N, T, heads, d) arrays, heads first, the queries in blocks.
 
-    Each query's row is computed as a whole, so blocks change no number; they keep the
-    scores small. On CPU this runs about 1.5x faster than one (N, heads, T, T) product,
-    which runs 2x faster than `jax.nn.dot_product_attention` (measured at T = 1157 + 4).
+    Each query's row is computed as a whole, so blocks change nothing but round-off; they
+    keep the scores small. On CPU this runs about 1.5x faster than one (N, heads, T, T)
+    product, which runs 2x faster than `jax.nn.dot_product_attention` (measured at
+    T = 1157 + 1); the heads-first layout gains another 5-10%.
     """
+    query, key, value = (x.transpose(0, 2, 1, 3) for x in (query, key, value))  # (N, h, T, d)
 
-    def block(queries):  # (N, B, heads, d)
-        scores = jnp.einsum("nqhd,nkhd->nhqk", queries, key)
-        return jnp.einsum("nhqk,nkhd->nqhd", jax.nn.softmax(scores, axis=-1), value)
+    def block(queries):  # (N, heads, B, d)
+        return jax.nn.softmax(queries @ key.swapaxes(-1, -2), axis=-1) @ value
 
     # Unrolled (a static count): XLA's cost analysis counts a loop's body once.
-    blocks = range(0, query.shape[1], QUERY_BLOCK)
-    return jnp.concatenate([block(query[:, start : start + QUERY_BLOCK]) for start in blocks], 1)
+    starts = range(0, query.shape[2], QUERY_BLOCK)
+    out = jnp.concatenate([block(query[:, :, i : i + QUERY_BLOCK]) for i in starts], axis=2)
+    return out.transpose(0, 2, 1, 3)
 
 
 class Attention(nn.Module):
