@@ -162,9 +162,9 @@ def _attention(query: jnp.ndarray, key: jnp.ndarray, value: jnp.ndarray) -> jnp.
     """softmax(q k^T) v of (N, T, heads, d) arrays, heads first, the queries in blocks.
 
     Each query's row is computed as a whole, so blocks change nothing but round-off; they
-    keep the scores small. On CPU this runs about 1.5x faster than one (N, heads, T, T)
-    product, which runs 2x faster than `jax.nn.dot_product_attention` (measured at
-    T = 1157 + 1); the heads-first layout gains another 5-10%.
+    keep the scores in cache. On this project's CPU, ViT-S/14 at 476 px runs 1.4x faster
+    than with one (N, heads, T, T) product, which runs 2x faster than
+    `jax.nn.dot_product_attention` (the README's "Foundation backbones").
     """
     query, key, value = (x.transpose(0, 2, 1, 3) for x in (query, key, value))  # (N, h, T, d)
 
