@@ -52,6 +52,9 @@ def base() -> ml_collections.ConfigDict:
     config.data.synthetic_size = 128
 
     config.model = ml_collections.ConfigDict(type_safe=False)  # layers: an int or a tuple
+    # pspnet (trained in stage 1) | a frozen DINOv2 hub model: dinov2_vit{s,b,l,g}14[_reg]
+    # (init.backbone: its official checkpoint; data.image_size a multiple of 14)
+    config.model.backbone = "pspnet"
     config.model.layers = 50  # 50, 101 or four block counts
     config.model.width = 64
     config.model.bottleneck_dim = 512
@@ -60,7 +63,7 @@ def base() -> ml_collections.ConfigDict:
 
     config.init = ml_collections.ConfigDict()
     config.init.resnet = ""  # ImageNet deep-base ResNet .pth for stage 1; empty: random
-    config.init.backbone = ""  # PSPNet .pth or orbax checkpoint; empty: stage 1's result
+    config.init.backbone = ""  # PSPNet or DINOv2 .pth, or orbax checkpoint; empty: stage 1's
     config.init.cwt = ""  # CWT .pth or orbax checkpoint; empty: stage 2's result
 
     config.pretrain = ml_collections.ConfigDict()
@@ -190,6 +193,19 @@ def fss1000(shot: int) -> ml_collections.ConfigDict:
     config.data.image_size = 400
     config.metatrain.val_source = "fss1000_val"
     config.eval.num_episodes = 2400
+    return config
+
+
+def dinov2(dataset: str, fold: int, shot: int) -> ml_collections.ConfigDict:
+    """CWT on frozen DINOv2 ViT-B/14 features: stage 2 and evaluation, no stage 1.
+
+    `init.backbone` must be set to the official checkpoint, dinov2_vitb14_pretrain.pth
+    (https://dl.fbaipublicfiles.com/dinov2/dinov2_vitb14/dinov2_vitb14_pretrain.pth); the
+    test size is the dataset's nearest multiple of 14 (476 for PASCAL, 420 for COCO).
+    """
+    config = pascal(fold, shot) if dataset == "pascal" else coco(fold, shot)
+    config.model.backbone = "dinov2_vitb14"
+    config.data.image_size = {"pascal": 476, "coco": 420}[dataset]
     return config
 
 

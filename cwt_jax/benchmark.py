@@ -7,8 +7,10 @@ Prints one JSON object: episodes/s of evaluation with and without the feature ca
 of meta-training, images/s of pre-training and of the frozen backbone, compile times, peak
 memory, FLOPs per episode from XLA's cost analysis (the inner loop's body counted
 `inner.steps` times: XLA counts a loop body once) and the FLOP/s achieved, in all and by
-the backbone alone. `--stages` (eval, metatrain, pretrain; all by default) picks what is
-measured: each stage compiles programs of its own.
+the backbone alone, and the memory XLA allocates per image in the backbone's program
+(arguments, weights included, outputs and temporaries, for one episode's images).
+`--stages` (eval, metatrain, pretrain; all by default) picks what is measured: each stage
+compiles programs of its own; a DINOv2 backbone has no pretrain stage.
 """
 
 import functools
@@ -63,6 +65,12 @@ def program_flops(jitted, *args) -> float:
     return float(analysis.get("flops", 0.0))
 
 
+def program_memory_bytes(function, *args) -> int:
+    """Bytes XLA allocates for a program's arguments, outputs and temporaries."""
+    memory = jax.jit(function).lower(*args).compile().memory_analysis()
+    return memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes
+
+
 def episode_batch(rng: np.random.Generator, batch: int, shot: int, size: int) -> dict:
     """Random normalised images and masks with a foreground square, ignore padding."""
     masks = np.zeros((batch, shot + 1, size, size), np.uint8)
@@ -92,12 +100,13 @@ def benchmark(config, repeats: int, stages: tuple[str, ...] = STAGES) -> dict:
     inner_loop = inner.from_config(config)
     backbone = models.init_variables(model, jax.random.key(0))
     meta_params = {
-        "cwt": cwt.init(jax.random.key(1), model.bottleneck_dim, config.cwt.heads),
-        "inner": inner.init_inner_params(model.bottleneck_dim, config.inner),
+        "cwt": cwt.init(jax.random.key(1), model.feature_channels, config.cwt.heads),
+        "inner": inner.init_inner_params(model.feature_channels, config.inner),
     }
     results = {
         "device": jax.devices()[0].device_kind,
         "devices": jax.device_count(),
+        "backbone": config.model.backbone,
         "layers": config.model.layers,
         "image_size": config.data.image_size,
         "shot": config.data.shot,
@@ -110,7 +119,7 @@ def benchmark(config, repeats: int, stages: tuple[str, ...] = STAGES) -> dict:
         results |= benchmark_metatrain(
             config, model, inner_loop, backbone, meta_params, rng, repeats
         )
-    if "pretrain" in stages:
+    if "pretrain" in stages and not models.is_frozen_encoder(model):  # no stage 1 for a ViT
         results |= benchmark_pretrain(config, model, rng, repeats)
     results["peak_memory_bytes"] = peak_memory_bytes()
     return results
@@ -184,6 +193,9 @@ def benchmark_eval(config, model, inner_loop, backbone, meta_params, rng, repeat
         all_images.reshape(-1, *all_images.shape[2:]),
     )
     results["backbone_flops_per_image"] = backbone_flops / (batch_size * (shot + 1))
+    results["backbone_memory_bytes_per_image"] = program_memory_bytes(
+        functools.partial(model.apply, train=False), variables, all_images[0]
+    ) / (shot + 1)
     results["backbone_flop_per_s"] = backbone_flops / backbone_s
     step_flops = backbone_flops + program_flops(scores, params, features, key)
     inner_optimizer = inner_loop.optimizer
@@ -195,7 +207,7 @@ def benchmark_eval(config, model, inner_loop, backbone, meta_params, rng, repeat
 
     update_flops = program_flops(
         inner_update,
-        jnp.zeros((2, model.bottleneck_dim)),
+        jnp.zeros((2, model.feature_channels)),
         arrays["features"][0, :shot],
         episodes["support_masks"][0],
     )

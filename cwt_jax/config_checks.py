@@ -7,6 +7,7 @@ from cwt_jax.data import classes, cross_domain, transforms
 from cwt_jax.errors import ConfigError
 from cwt_jax.evaluation import feature_cache, results
 from cwt_jax.fewshot import inner
+from cwt_jax.models import vit
 from cwt_jax.training import metatrain
 
 MODES = ("pretrain", "metatrain", "eval", "all", "export_episodes")
@@ -30,7 +31,9 @@ def validate(config) -> None:
         raise ConfigError(f"mode={config.mode!r} is not one of {', '.join(MODES)}.")
     stages = STAGES[config.mode]
     _data(config, stages)
-    models.from_config(config.model)
+    model = models.from_config(config.model)
+    if models.is_frozen_encoder(model):
+        _frozen_encoder(config, model, stages)
     inner.from_config(config)  # the inner optimiser and its arguments
     _one_of("inner.init", config.inner.init, inner.CLASSIFIER_INITS)
     if not isinstance(config.inner.learn_lr, bool):
@@ -146,6 +149,27 @@ def _data(config, stages) -> None:
         raise ConfigError(
             "metatrain.val_source=fss1000_val reads FSS-1000's val classes: set data.val_root "
             "to the FSS-1000 folder."
+        )
+
+
+def _frozen_encoder(config, model, stages) -> None:
+    """A DINOv2 backbone: images of whole patches, no stage 1, the official weights given."""
+    name = config.model.backbone
+    models.check_image_size(model, config.data.image_size, "data.image_size")
+    if config.mode == "pretrain":
+        raise ConfigError(
+            f"mode=pretrain trains a PSPNet, but model.backbone={name} is used frozen; run "
+            "mode=metatrain, eval or all."
+        )
+    if config.init.resnet:
+        raise ConfigError(
+            f"init.resnet={config.init.resnet} initialises stage 1, which "
+            f"model.backbone={name} skips; leave init.resnet empty."
+        )
+    if {"metatrain", "eval"} & set(stages) and not config.init.backbone:
+        raise ConfigError(
+            f"model.backbone={name} needs init.backbone: the official checkpoint "
+            f"{vit.hub_file_name(name)} ({vit.hub_url(name)}) or its conversion."
         )
 
 

@@ -1,6 +1,7 @@
 """Command line: converts a PyTorch checkpoint (.pth) to an orbax checkpoint.
 
   python -m cwt_jax.convert --format=pspnet --layers=50 --input=model.pth --output=DIR
+  python -m cwt_jax.convert --format=dinov2 --input=dinov2_vitb14_pretrain.pth --output=DIR
 
 The conversion itself is `cwt_jax.weights.pytorch`'s; a user's mistake (a missing file,
 a checkpoint of another architecture, an existing output) ends the command with one line.
@@ -21,7 +22,7 @@ def define_flags(flag_values: flags.FlagValues) -> None:
     flags.DEFINE_enum(
         "format",
         None,
-        ["pspnet", "cwt", "resnet"],
+        ["pspnet", "cwt", "resnet", "dinov2"],
         "Kind of checkpoint.",
         flag_values=flag_values,
     )
@@ -46,6 +47,8 @@ def main(argv: Sequence[str], flag_values: flags.FlagValues) -> None:
     try:
         if flag_values.format == "pspnet":
             tree = pytorch.load_pspnet(flag_values.input, layers)
+        elif flag_values.format == "dinov2":  # the architecture is read from the shapes
+            tree = pytorch.load_dinov2(flag_values.input)[1]
         elif flag_values.format == "resnet":
             tree = pytorch.load_resnet(flag_values.input, layers)
         else:

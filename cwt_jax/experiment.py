@@ -50,10 +50,10 @@ def run(config, workdir: str, report: Callable[[str], None] | None = None) -> No
         if config.init.resnet and "pretrain" in stages:
             resnet = loading.load_resnet(config.init.resnet, model, "init.resnet")
         if config.init.backbone:
-            backbone = loading.load_backbone(config.init.backbone, model, "init.backbone")
+            model, backbone = loading.load_backbone(config.init.backbone, model, "init.backbone")
         if config.init.cwt:
             meta_params = loading.load_meta_params(
-                config.init.cwt, model.bottleneck_dim, config, "init.cwt"
+                config.init.cwt, model.feature_channels, config, "init.cwt"
             )
             starting.warn_on_another_shot(config.init.cwt, config.data.shot, "init.cwt")
         if config.eval.episodes and "eval" in stages:
@@ -79,20 +79,25 @@ def run(config, workdir: str, report: Callable[[str], None] | None = None) -> No
         return
     writer = MetricWriter(workdir)
     try:
+        if "pretrain" in stages and models.is_frozen_encoder(model):
+            report(
+                f"Stage 1 (pretrain) skipped: model.backbone={config.model.backbone} is a "
+                "pre-trained encoder, used frozen (init.backbone)."
+            )
         if "pretrain" in stages and backbone is None:
             pretrain(config, model, inputs, workdir, writer, resnet, report)
         if not {"metatrain", "eval"} & set(stages):
             return
         if backbone is None:
             backbone = starting.stage_result(workdir, "pretrain", "init.backbone")
-            backbone = loading.load_backbone(backbone, model, "init.backbone")
+            model, backbone = loading.load_backbone(backbone, model, "init.backbone")
         if "metatrain" in stages and meta_params is None:
             metatrain(config, model, inner_loop, inputs, backbone, workdir, writer, report)
         if "eval" not in stages:
             return
         if meta_params is None:
             path = starting.stage_result(workdir, "metatrain", "init.cwt")
-            meta_params = loading.load_meta_params(path, model.bottleneck_dim, config, "init.cwt")
+            meta_params = loading.load_meta_params(path, model.feature_channels, config, "init.cwt")
             starting.warn_on_another_shot(path, config.data.shot, "init.cwt")
         evaluate.evaluate(
             config,

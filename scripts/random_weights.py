@@ -33,7 +33,7 @@ def main(argv) -> None:
     checkpoints.save_tree(
         os.path.join(_OUTPUT_DIR.value, "backbone"), models.init_variables(model, backbone_key)
     )
-    params = cwt.init(cwt_key, model.bottleneck_dim, config.cwt.heads)
+    params = cwt.init(cwt_key, model.feature_channels, config.cwt.heads)
     checkpoints.save_tree(os.path.join(_OUTPUT_DIR.value, "cwt"), {"params": params})
     print(f"Wrote random backbone and cwt checkpoints of the config to {_OUTPUT_DIR.value}")
 

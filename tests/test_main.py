@@ -966,8 +966,8 @@ def test_model_layers_takes_a_depth_or_block_counts_in_any_config(
             "error: --config.inerr.steps names no config key; did you mean --config.inner.steps?",
         ),
         (  # only the unknown key is blamed, not the valid one beside it
-            "--config.model.backbone=x --config.init.backbone=y",
-            "error: --config.model.backbone names no config key; see configs/common.py for the "
+            "--config.model.encoder=x --config.init.backbone=y",
+            "error: --config.model.encoder names no config key; see configs/common.py for the "
             "keys.",
         ),
     ],

@@ -280,3 +280,91 @@ def metatrain_step_gradients(
     return loss_q.item(), {
         name: parameter.grad.clone() for name, parameter in transformer.named_parameters()
     }
+
+
+class DinoV2(nn.Module):
+    """DINOv2's hub ViT (facebookresearch/dinov2, `DinoVisionTransformer` as the hub builds
+    it: patch 14, layer scale, qkv bias, LayerNorm eps 1e-6, `block_chunks=0`,
+    `interpolate_offset=0.1`, no antialias), with the official state-dict names.
+
+    `forward_features` returns the official `x_norm_patchtokens`.
+    """
+
+    def __init__(self, width, depth, registers=0, swiglu=False, grid=37):
+        super().__init__()
+        self.patch_embed = nn.Module()
+        self.patch_embed.proj = nn.Conv2d(3, width, 14, stride=14)
+        self.cls_token = nn.Parameter(torch.randn(1, 1, width) * 0.02)
+        self.pos_embed = nn.Parameter(torch.randn(1, 1 + grid * grid, width) * 0.02)
+        if registers:
+            self.register_tokens = nn.Parameter(torch.randn(1, registers, width) * 0.02)
+        self.mask_token = nn.Parameter(torch.zeros(1, width))
+        self.blocks = nn.ModuleList(DinoV2Block(width, swiglu) for _ in range(depth))
+        self.norm = nn.LayerNorm(width, eps=1e-6)
+        self.registers, self.grid = registers, grid
+
+    def positions(self, rows, cols):
+        if rows * cols == self.grid**2 and rows == cols:
+            return self.pos_embed
+        patch_pos = self.pos_embed[:, 1:].reshape(1, self.grid, self.grid, -1).permute(0, 3, 1, 2)
+        patch_pos = F.interpolate(
+            patch_pos,
+            scale_factor=((rows + 0.1) / self.grid, (cols + 0.1) / self.grid),
+            mode="bicubic",
+            antialias=False,
+        )
+        patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, rows * cols, -1)
+        return torch.cat([self.pos_embed[:, :1], patch_pos], dim=1)
+
+    def forward_features(self, images):
+        """(N, 3, H, W) -> (N, H/14 * W/14, width) normalised patch tokens."""
+        rows, cols = images.shape[2] // 14, images.shape[3] // 14
+        x = self.patch_embed.proj(images).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls_token.expand(len(x), -1, -1), x], dim=1)
+        x = x + self.positions(rows, cols)
+        if self.registers:
+            x = torch.cat([x[:, :1], self.register_tokens.expand(len(x), -1, -1), x[:, 1:]], 1)
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)[:, 1 + self.registers :]
+
+
+class DinoV2Block(nn.Module):
+    def __init__(self, width, swiglu):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(width, eps=1e-6)
+        self.attn = nn.Module()
+        self.attn.qkv = nn.Linear(width, 3 * width)
+        self.attn.proj = nn.Linear(width, width)
+        self.ls1 = nn.Module()
+        self.ls1.gamma = nn.Parameter(1 + 0.1 * torch.randn(width))
+        self.norm2 = nn.LayerNorm(width, eps=1e-6)
+        self.mlp = nn.Module()
+        if swiglu:
+            hidden = (int(4 * width * 2 / 3) + 7) // 8 * 8
+            self.mlp.w12 = nn.Linear(width, 2 * hidden)
+            self.mlp.w3 = nn.Linear(hidden, width)
+        else:
+            self.mlp.fc1 = nn.Linear(width, 4 * width)
+            self.mlp.fc2 = nn.Linear(4 * width, width)
+        self.ls2 = nn.Module()
+        self.ls2.gamma = nn.Parameter(1 + 0.1 * torch.randn(width))
+        self.swiglu, self.heads = swiglu, width // 64
+
+    def attention(self, x):
+        batch, tokens, width = x.shape
+        qkv = self.attn.qkv(x).reshape(batch, tokens, 3, self.heads, width // self.heads)
+        query, key, value = qkv.permute(2, 0, 3, 1, 4)  # each (N, heads, T, C / heads)
+        out = F.scaled_dot_product_attention(query, key, value)  # softmax(q k^T / sqrt(d)) v
+        out = out.transpose(1, 2).reshape(batch, tokens, width)
+        return self.attn.proj(out)
+
+    def ffn(self, x):
+        if self.swiglu:
+            gate, hidden = self.mlp.w12(x).chunk(2, dim=-1)
+            return self.mlp.w3(F.silu(gate) * hidden)
+        return self.mlp.fc2(F.gelu(self.mlp.fc1(x)))
+
+    def forward(self, x):
+        x = x + self.ls1.gamma * self.attention(self.norm1(x))
+        return x + self.ls2.gamma * self.ffn(self.norm2(x))

@@ -54,7 +54,7 @@ def make_scores(model, inner_loop: inner.InnerLoop) -> Callable:
         def differences_of(support_features, support_masks, query_features, index):
             init_key, _ = episode.episode_keys(run_key, index)
             init = inner.init_classifier(
-                init_key, params["inner"], model.bottleneck_dim, inner_loop.init
+                init_key, params["inner"], model.feature_channels, inner_loop.init
             )
             return episode.episode_logit_differences(
                 params,
@@ -213,7 +213,7 @@ def evaluation_runs(
 
 def evaluate(
     config,
-    model: models.PSPNet,
+    model: models.PSPNet | models.DinoV2,
     inner_loop: inner.InnerLoop,
     inputs: input_pipeline.Inputs,
     backbone,
@@ -225,7 +225,7 @@ def evaluate(
 ) -> dict:
     """Runs one run per seed on the test classes and writes `<workdir>/results.json`.
 
-    `model` is the PSPNet of `backbone`, `inner_loop` the config's (`inner.from_config`),
+    `model` is the backbone of `backbone`, `inner_loop` the config's (`inner.from_config`),
     `params` the meta-learned `{"cwt", "inner"}` (see `fewshot.inner`). A run's episodes
     and its classifier initialisations (the key of `seeds.Stream.EVALUATION` under the
     run's seed) depend on its seed only. Its labels are compared at the resolutions

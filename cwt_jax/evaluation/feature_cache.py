@@ -91,7 +91,7 @@ def build(
     devices run). The cache is allocated once and written pass by pass in place.
 
     Args:
-      model: the PSPNet.
+      model: the backbone.
       backbone: its variables.
       split: the split holding the images.
       image_ids: ids of the images needed (repeats are fine).

@@ -58,7 +58,7 @@ def make(
 
     Args:
       config: the whole config (its `data` and `eval` sections are read).
-      model: the PSPNet.
+      model: the backbone.
       backbone: its variables.
       split: the split holding the episodes' images.
       runs: each run's episode specs.

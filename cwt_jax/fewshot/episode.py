@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from cwt_jax import models
 from cwt_jax.fewshot import classifier, inner, losses
-from cwt_jax.models import PSPNet, cwt
+from cwt_jax.models import cwt
 
 
 def episode_keys(key: jax.Array, episode: jnp.ndarray) -> tuple[jax.Array, jax.Array]:
@@ -36,14 +36,14 @@ def episode_keys(key: jax.Array, episode: jnp.ndarray) -> tuple[jax.Array, jax.A
 
 
 def _episode_features(
-    model: PSPNet, variables, support_images: jnp.ndarray, query_images: jnp.ndarray
+    model, variables, support_images: jnp.ndarray, query_images: jnp.ndarray
 ) -> tuple[jnp.ndarray, jnp.ndarray]:
     """Eval-mode features of a batch of episodes, in one backbone pass.
 
     One compiled program (`models.backbone_jit`) per model and batch shape.
 
     Args:
-      model: the frozen PSPNet (static).
+      model: the frozen backbone (static).
       variables: its variables.
       support_images: (B, K, H, W, 3) normalised images.
       query_images: (B, H, W, 3) normalised images.

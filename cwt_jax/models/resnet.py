@@ -218,9 +218,13 @@ class DilatedResNet(nn.Module):
 
 
 # Initialising needs an image; any size gives the same variables.
-_INIT_IMAGES = (1, 33, 33, 3)
+_INIT_IMAGES = (1, 42, 42, 3)  # sides a multiple of 14 for DINOv2
 
 
 def init_variables(model: nn.Module, rng: jax.Array) -> dict:
-    """Random variables (`{"params", "batch_stats"}`) of a `DilatedResNet` or `PSPNet`."""
+    """Random variables of a backbone module.
+
+    `{"params", "batch_stats"}` of a `DilatedResNet` or `PSPNet`, `{"params"}` of a
+    `vit.DinoV2`.
+    """
     return jax.jit(lambda key: model.init(key, jnp.zeros(_INIT_IMAGES), train=False))(rng)

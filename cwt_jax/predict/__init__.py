@@ -135,7 +135,7 @@ def segment(
 
 
 def predictions(
-    model: models.PSPNet,
+    model: models.PSPNet | models.DinoV2,
     backbone_variables,
     cwt_params,
     support_images: Sequence[np.ndarray],
@@ -148,7 +148,7 @@ def predictions(
     """Each query's masks with and without the CWT, query by query.
 
     Args:
-      model: the PSPNet the variables belong to.
+      model: the backbone the variables belong to.
       backbone_variables: its variables.
       cwt_params: transformer parameters.
       support_images: K uint8 (H, W, 3) RGB images.
@@ -162,6 +162,7 @@ def predictions(
       {"cwt": (H, W), "support_only": (H, W)} uint8 {0, 1} masks of each query, in order.
     """
     inner_params = inner_params or {}
+    models.check_image_size(model, settings.image_size, "image_size")
     if settings.inner_init == "learned" and "init" not in inner_params:
         raise errors.ConfigError(
             "inner_init='learned' needs the learned initialisation: pass inner_params "
@@ -317,7 +318,7 @@ def inner_loop(settings: Settings, inner_params: dict) -> inner.InnerLoop:
 
 
 def fit_support_classifier(
-    model: models.PSPNet,
+    model: models.PSPNet | models.DinoV2,
     backbone_variables,
     support_images: Sequence[np.ndarray],
     support_masks: Sequence[np.ndarray],
@@ -327,7 +328,7 @@ def fit_support_classifier(
     """The (2, C) classifier fitted on the supports by the inner loop, once for all queries.
 
     Args:
-      model: the PSPNet.
+      model: the backbone.
       backbone_variables: its variables.
       support_images: K uint8 (H, W, 3) RGB images.
       support_masks: their masks (see `foreground_mask`).
@@ -355,7 +356,10 @@ def fit_support_classifier(
         ]
     )[: len(images)]
     init = inner.init_classifier(
-        classifier_init_key(settings.seed), inner_params, model.bottleneck_dim, settings.inner_init
+        classifier_init_key(settings.seed),
+        inner_params,
+        model.feature_channels,
+        settings.inner_init,
     )
     return episode.fit_support(
         inner_params, features, np.stack(masks), init, inner_loop(settings, inner_params)
@@ -418,7 +422,7 @@ class Checkpoints(NamedTuple):
     """What `load_checkpoints` reads.
 
     Attributes:
-      model: the PSPNet of the backbone checkpoint.
+      model: the backbone of the backbone checkpoint (PSPNet or DINOv2).
       backbone_variables: its variables.
       cwt_params: transformer parameters.
       inner_params: the inner loop's meta-learned parts kept beside the CWT
@@ -426,7 +430,7 @@ class Checkpoints(NamedTuple):
         file.
     """
 
-    model: models.PSPNet
+    model: models.PSPNet | models.DinoV2
     backbone_variables: dict
     cwt_params: dict
     inner_params: dict
@@ -436,21 +440,22 @@ def load_checkpoints(backbone: str, cwt_checkpoint: str) -> Checkpoints:
     """A backbone and a CWT checkpoint, each read once, their architecture read from them.
 
     Args:
-      backbone: PSPNet .pth file, converted checkpoint or a run's `pretrain/best`.
+      backbone: PSPNet or official DINOv2 .pth file, converted checkpoint or a run's
+        `pretrain/best`.
       cwt_checkpoint: transformer .pth file, converted checkpoint or a run's
         `metatrain/best`.
 
     Returns:
-      The PSPNet, its variables, the transformer parameters and the inner loop's
+      The backbone, its variables, the transformer parameters and the inner loop's
       meta-learned parts.
 
     Raises:
       FileNotFoundError, ConversionError: a missing checkpoint, a path that holds none,
-        one that holds no PSPNet or no CWT, or a CWT of other channels than the
+        one that holds no backbone or no CWT, or a CWT of other channels than the
         backbone's features.
     """
-    model, variables = loading.read_pspnet(backbone, "--backbone")
+    model, variables = loading.read_backbone(backbone, "--backbone")
     cwt_params, inner_params = loading.read_cwt(
-        cwt_checkpoint, model.bottleneck_dim, "--cwt", f"--backbone={backbone}"
+        cwt_checkpoint, model.feature_channels, "--cwt", f"--backbone={backbone}"
     )
     return Checkpoints(model, variables, cwt_params, inner_params)

@@ -137,7 +137,10 @@ def define_flags(flag_values: flags.FlagValues) -> None:
     """
     defaults = predict.Settings.from_config(cli.base_config())
     flags.DEFINE_string(
-        "backbone", None, "PSPNet .pth file or orbax checkpoint.", flag_values=flag_values
+        "backbone",
+        None,
+        "PSPNet or official DINOv2 .pth file, or orbax checkpoint.",
+        flag_values=flag_values,
     )
     flags.DEFINE_string("cwt", None, "CWT .pth file or orbax checkpoint.", flag_values=flag_values)
     flags.DEFINE_multi_string(

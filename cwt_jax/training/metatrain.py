@@ -37,7 +37,7 @@ def make_train_step(model, inner_loop: inner.InnerLoop, config):
         def loss_of(episode_support_features, episode_support_masks, query, query_mask, index):
             init_key, dropout_key = episode.episode_keys(rng, index)
             init = inner.init_classifier(
-                init_key, params["inner"], model.bottleneck_dim, inner_loop.init
+                init_key, params["inner"], model.feature_channels, inner_loop.init
             )
             return episode.episode_loss(
                 params,
@@ -139,7 +139,7 @@ def _identity(spec: dict) -> tuple:
 
 def metatrain(
     config,
-    model: models.PSPNet,
+    model: models.PSPNet | models.DinoV2,
     inner_loop: inner.InnerLoop,
     inputs: input_pipeline.Inputs,
     backbone,
@@ -149,7 +149,7 @@ def metatrain(
 ) -> dict:
     """Runs or resumes stage 2; returns the validation scores of its best checkpoint.
 
-    `model` is the frozen PSPNet of `backbone`, `inner_loop` the config's
+    `model` is the frozen backbone of `backbone`, `inner_loop` the config's
     (`inner.from_config`); `report` shows the stage's outcome to the user.
 
     The best checkpoint holds what was learned by the epoch with the best episodic
@@ -173,9 +173,9 @@ def metatrain(
     )
     params = {
         "cwt": cwt.init(
-            seeds.key(config.seed, seeds.Stream.INIT), model.bottleneck_dim, config.cwt.heads
+            seeds.key(config.seed, seeds.Stream.INIT), model.feature_channels, config.cwt.heads
         ),
-        "inner": inner.init_inner_params(model.bottleneck_dim, config.inner),
+        "inner": inner.init_inner_params(model.feature_channels, config.inner),
     }
     state = loop.new_train_state(params, optimizers.meta_optimizer(section))
     train_step = make_train_step(model, inner_loop, config)

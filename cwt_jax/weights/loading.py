@@ -1,8 +1,13 @@
 """Reading the weights a run or a prediction starts from: .pth files or orbax checkpoints.
 
 Each is checked as it is read, before any work: `load_*` against the configured
-architecture, `read_pspnet` / `read_cwt` against the architecture read from the
+architecture, `read_backbone` / `read_cwt` against the architecture read from the
 checkpoint itself (the `predict` command's, which has no config).
+
+A DINOv2 backbone's architecture is always read from its checkpoint (width, depth,
+registers, FFN): `model.backbone` names the hub model it must be, and a checkpoint of
+another hub model is an error naming it; one of no hub model's shape (a custom or test
+model of the official architecture) is taken as it is.
 """
 
 import os
@@ -13,37 +18,84 @@ import jax.numpy as jnp
 
 from cwt_jax import errors, models
 from cwt_jax.fewshot import inner
-from cwt_jax.models import PSPNet, cwt
+from cwt_jax.models import PSPNet, cwt, vit
 from cwt_jax.weights import checkpoints, pytorch
 
 # The first convolution of each residual block in a PSPNet .pth file: "layer<stage>.<block>".
 _PTH_BLOCK = re.compile(r"layer([1-4])\.\d+\.conv1\.weight")
 
 
-def load_backbone(path: str, model: PSPNet, key: str) -> dict:
-    """Reads PSPNet variables from a .pth file or an orbax checkpoint and checks they fit.
+def load_backbone(path: str, model, key: str) -> tuple[PSPNet | vit.DinoV2, dict]:
+    """Reads backbone variables from a .pth file or an orbax checkpoint and checks they fit.
 
     Args:
-      path: PSPNet .pth file, converted checkpoint or a training run's best checkpoint.
-      model: the PSPNet of the config.
+      path: PSPNet or official DINOv2 .pth file, converted checkpoint or a training run's
+        best checkpoint.
+      model: the backbone of the config.
       key: the config key that named `path`, for error messages.
 
     Returns:
-      `{"params", "batch_stats"}` of the model.
+      The backbone (for DINOv2, of the checkpoint's architecture) and its variables:
+      `{"params", "batch_stats"}` of a PSPNet, `{"params"}` of a ViT.
     """
+    if isinstance(model, vit.DinoV2):
+        architecture, variables = _read_dinov2(path, key)
+        _check_preset(architecture, model.architecture, path, key)
+        model = vit.DinoV2(architecture, dtype=model.dtype)
+        return model, checked_backbone(variables, model, path, key)
     if path.endswith(".pth"):
         variables = pytorch.load_pspnet(_existing(path, key), model.layers)
     else:
         variables = checkpoints.load_tree(_existing(path, key), key)
-    return checked_backbone(variables, model, path, key)
+    return model, checked_backbone(variables, model, path, key)
 
 
-def checked_backbone(variables, model: PSPNet, path: str, key: str) -> dict:
-    """PSPNet variables already read, as arrays, once they are checked to fit `model`.
+def _read_dinov2(path: str, key: str) -> tuple[vit.Architecture, dict]:
+    """The architecture and variables of a DINOv2 .pth file or converted checkpoint."""
+    if path.endswith(".pth"):
+        return pytorch.load_dinov2(_existing(path, key))
+    tree = checkpoints.load_tree(_existing(path, key), key)
+    try:
+        return dinov2_architecture(tree["params"]), tree
+    except (KeyError, TypeError):
+        raise errors.ConversionError(
+            f"{key}={path} holds no DINOv2 ViT; give an official DINOv2 .pth file or one "
+            "converted with `python -m cwt_jax.convert --format=dinov2`."
+        ) from None
+
+
+def dinov2_architecture(params: dict) -> vit.Architecture:
+    """The architecture of converted DINOv2 `params`, read from their shapes.
+
+    Raises:
+      KeyError: where `params` are not a DINOv2's.
+    """
+    width = params["cls_token"].shape[-1]
+    depth = sum(1 for name in params if name.startswith("blocks_"))
+    registers = params["register_tokens"].shape[1] if "register_tokens" in params else 0
+    ffn = "swiglu" if "w12" in params["blocks_0"]["mlp"] else "mlp"
+    grid = round((params["pos_embed"].shape[1] - 1) ** 0.5)
+    return vit.Architecture(width, depth, width // vit.HEAD_WIDTH, registers, ffn, grid)
+
+
+def _check_preset(
+    architecture: vit.Architecture, configured: vit.Architecture, path: str, key: str
+) -> None:
+    """A checkpoint of another hub model, or with(out) registers against the config, fails."""
+    held, expected = vit.preset_name(architecture), vit.preset_name(configured)
+    if held not in (None, expected) or architecture.registers != configured.registers:
+        raise errors.ConversionError(
+            f"{key}={path} holds {held or f'a DINOv2 ViT with {architecture.registers} registers'}"
+            f" but model.backbone={expected}; set model.backbone to the checkpoint's model."
+        )
+
+
+def checked_backbone(variables, model, path: str, key: str) -> dict:
+    """Backbone variables already read, as arrays, once they are checked to fit `model`.
 
     Args:
-      variables: `{"params", "batch_stats"}` read from `path`.
-      model: the PSPNet they are for.
+      variables: `{"params", "batch_stats"}` (PSPNet) or `{"params"}` (ViT) read from `path`.
+      model: the backbone they are for.
       path: where they were read, for error messages.
       key: the config key or flag that named `path`.
 
@@ -130,30 +182,39 @@ def read_checkpoint(path: str, key: str) -> dict:
     return checkpoints.load_tree(_existing(path, key), key)
 
 
-def read_pspnet(path: str, key: str) -> tuple[PSPNet, dict]:
-    """The PSPNet a checkpoint holds, its architecture read from it, and its variables.
+def read_backbone(path: str, key: str) -> tuple[PSPNet | vit.DinoV2, dict]:
+    """The backbone a checkpoint holds, its architecture read from it, and its variables.
 
     Args:
-      path: PSPNet .pth file, converted checkpoint or a run's `pretrain/best`.
+      path: PSPNet or official DINOv2 .pth file, converted checkpoint or a run's
+        `pretrain/best`.
       key: the flag or config key that named `path`, for error messages.
 
     Returns:
-      The PSPNet and its checked variables.
+      The PSPNet or DINOv2 ViT and its checked variables.
 
     Raises:
       FileNotFoundError, ConversionError: a missing checkpoint, or one holding no
-        complete PSPNet.
+        complete PSPNet or DINOv2.
     """
     is_pth = path.endswith(".pth")
     checkpoint = read_checkpoint(path, key)
+    holds_vit = "cls_token" in (checkpoint if is_pth else checkpoint.get("params", {}))
+    if holds_vit:
+        if is_pth:
+            architecture, variables = pytorch.dinov2_from_state_dict(checkpoint, path)
+        else:
+            architecture, variables = dinov2_architecture(checkpoint["params"]), checkpoint
+        model = vit.DinoV2(architecture)
+        return model, checked_backbone(variables, model, path, key)
     try:
         block_stages, width, channels = (
             _pth_pspnet_shapes(checkpoint) if is_pth else _pspnet_shapes(checkpoint["params"])
         )
     except (KeyError, TypeError):
         raise errors.ConversionError(
-            f"{key}={path} holds no PSPNet; give a PSPNet .pth file, a converted "
-            "PSPNet checkpoint or a run's pretrain/best."
+            f"{key}={path} holds no PSPNet or DINOv2; give a PSPNet or DINOv2 .pth file, a "
+            "converted checkpoint or a run's pretrain/best."
         ) from None
     layers = tuple(block_stages.count(stage) for stage in range(1, 5))
     if min(layers) == 0:

@@ -6,7 +6,10 @@ Three formats are read:
     `bottleneck.{0,1}` and the base `classifier` (not converted);
   * CWT transformer checkpoints: `w_qkvs.weight`, `fc.weight`, `fc.bias`, `layer_norm.*`;
   * ImageNet deep-base ResNets (`resnet50_v2.pth` layout: `conv1`, `bn1`, ..., `layer4`,
-    `fc` not converted), to initialise stage-1 training.
+    `fc` not converted), to initialise stage-1 training;
+  * DINOv2 hub backbones (`dinov2_vits14_pretrain.pth`, ...): `cls_token`, `pos_embed`,
+    `register_tokens`, `patch_embed.proj.*`, `blocks.N.*`, `norm.*` (`mask_token`, used
+    only in DINOv2's training, not converted); the architecture is read from the shapes.
 
 Conversion is strict: every missing, unexpected or mis-shaped key is reported by name.
 
@@ -21,7 +24,7 @@ import jax
 import numpy as np
 
 from cwt_jax.errors import ConversionError
-from cwt_jax.models import cwt, pspnet, resnet
+from cwt_jax.models import cwt, pspnet, resnet, vit
 
 _STEM_CONVS = {"conv1": 0, "conv2": 3, "conv3": 6}
 _STEM_NORMS = {"bn1": 1, "bn2": 4, "bn3": 7}
@@ -33,6 +36,7 @@ _LEAF_NAMES = {
     "var": "running_var",
 }
 _NOT_CONVERTED = re.compile(r"(^|\.)num_batches_tracked$")
+_DINOV2_BLOCK = re.compile(r"blocks\.(\d+)\.norm1\.weight")
 
 
 def load_pspnet(path: str, layers: int | Sequence[int]) -> dict:
@@ -120,6 +124,65 @@ def cwt_from_state_dict(state: dict[str, np.ndarray], path: str) -> dict:
         )
     expected = jax.eval_shape(lambda: cwt.init(jax.random.key(0), d_model, projection // d_model))
     return _convert(state, {"params": expected}, _cwt_key, set(), path, "CWT")["params"]
+
+
+def load_dinov2(path: str) -> tuple[vit.Architecture, dict]:
+    """Converts an official DINOv2 hub checkpoint; the architecture is read from the shapes.
+
+    Args:
+      path: .pth file (`dinov2_vits14_pretrain.pth`, `dinov2_vits14_reg4_pretrain.pth`, ...).
+
+    Returns:
+      The architecture and `{"params": ...}` for `cwt_jax.models.vit.DinoV2`.
+    """
+    return dinov2_from_state_dict(read_state_dict(path), path)
+
+
+def dinov2_architecture(state: dict[str, np.ndarray], path: str) -> vit.Architecture:
+    """The DINOv2 architecture a state dict's shapes describe.
+
+    Width from `cls_token`, depth from the blocks' `norm1`, registers from
+    `register_tokens`, the FFN from `mlp.w12` (SwiGLU) and the position grid from
+    `pos_embed`; heads are width / 64, as in every hub model.
+
+    Args:
+      state: parameter name -> array.
+      path: the file it was read from, for error messages.
+
+    Returns:
+      The architecture.
+    """
+    width = _shape_of(state, "cls_token", path)[-1]
+    depth = sum(1 for key in state if _DINOV2_BLOCK.fullmatch(key))
+    positions = _shape_of(state, "pos_embed", path)[1] - 1
+    grid = round(positions**0.5)
+    if width % vit.HEAD_WIDTH or grid * grid != positions:
+        raise ConversionError(
+            f"{path}: cls_token has {width} channels (not a multiple of 64) or pos_embed "
+            f"{positions} patch positions (not a square); this is not a DINOv2 checkpoint."
+        )
+    registers = state["register_tokens"].shape[1] if "register_tokens" in state else 0
+    ffn = "swiglu" if "blocks.0.mlp.w12.weight" in state else "mlp"
+    return vit.Architecture(width, depth, width // vit.HEAD_WIDTH, registers, ffn, grid)
+
+
+def dinov2_from_state_dict(
+    state: dict[str, np.ndarray], path: str
+) -> tuple[vit.Architecture, dict]:
+    """`load_dinov2` of a state dict already read (`read_state_dict`).
+
+    Args:
+      state: parameter name -> array.
+      path: the file it was read from, for error messages.
+
+    Returns:
+      The architecture and `{"params": ...}` for `cwt_jax.models.vit.DinoV2`.
+    """
+    architecture = dinov2_architecture(state, path)
+    model = vit.DinoV2(architecture)
+    expected = jax.eval_shape(lambda: resnet.init_variables(model, jax.random.key(0)))
+    name = vit.preset_name(architecture) or f"a DINOv2 ViT {architecture}"
+    return architecture, _convert(state, expected, _dinov2_key, {"mask_token"}, path, name)
 
 
 def read_state_dict(path: str) -> dict[str, np.ndarray]:
@@ -268,3 +331,14 @@ def _cwt_key(flax_path: tuple[str, ...]) -> str:
     """CWT checkpoint name of a transformer parameter."""
     _, module, leaf = flax_path
     return f"{module}.{_LEAF_NAMES[leaf]}"
+
+
+def _dinov2_key(flax_path: tuple[str, ...]) -> str:
+    """Official DINOv2 state-dict name of a `DinoV2` variable."""
+    _, *modules, leaf = flax_path
+    if not modules:  # cls_token, pos_embed, register_tokens
+        return leaf
+    top, *rest = modules
+    if top.startswith("blocks_"):
+        top = f"blocks.{top.removeprefix('blocks_')}"
+    return ".".join([top, *rest, "gamma" if leaf == "gamma" else _LEAF_NAMES[leaf]])

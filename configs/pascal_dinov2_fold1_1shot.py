@@ -1,0 +1,17 @@
+"""PASCAL-5i, fold 1, 1-shot, CWT on frozen DINOv2 ViT-B/14 features (no stage 1).
+
+  python -m cwt_jax.main --config=configs/pascal_dinov2_fold1_1shot.py \
+      --workdir=runs/pascal_dinov2_f1_1s --config.data.root=VOCdevkit/VOC2012 \
+      --config.init.backbone=dinov2_vitb14_pretrain.pth
+
+The checkpoint is the official one, downloaded from
+https://dl.fbaipublicfiles.com/dinov2/dinov2_vitb14/dinov2_vitb14_pretrain.pth; any other
+hub model with --config.model.backbone (e.g. dinov2_vitl14_reg, with its own checkpoint).
+No published number: no work pairs CWT with DINOv2 features (not run here: no data, no GPU).
+"""
+
+from configs import common
+
+
+def get_config():
+    return common.dinov2("pascal", fold=1, shot=1)
