@@ -6,18 +6,28 @@ Builds the official `DinoVisionTransformer` with the hub's settings (`init_value
 `block_chunks=0`, `interpolate_offset=0.1`, no antialias; without xformers) and
 `tests/torch_reference.DinoV2` of the same shape, loads the reference's state dict into
 the official model strictly, and prints the largest difference of `x_norm_patchtokens`
-(with and without registers, MLP and SwiGLU, four image sizes). Run from the repository root.
+(with and without registers, MLP and SwiGLU, four image sizes). Then, for each of the 8
+hub models (built on PyTorch's meta device, no weights), checks that the converter's
+names and shapes for `cwt_jax.models.vit.PRESETS[name]` are the official state dict's
+(`mask_token` aside: not converted) and that the architecture read from the official
+shapes is the preset. Run from the repository root.
 """
 
 import sys
 import warnings
 from functools import partial
 
+import flax
+import jax
 import torch
+
+from cwt_jax.models import resnet, vit
+from cwt_jax.weights import pytorch
 
 warnings.filterwarnings("ignore")
 sys.path[:0] = [sys.argv[1], "tests"]
 import torch_reference as ref  # noqa: E402
+from dinov2.hub import backbones  # noqa: E402
 from dinov2.layers import MemEffAttention  # noqa: E402
 from dinov2.layers import NestedTensorBlock as Block  # noqa: E402
 from dinov2.models import vision_transformer as vits  # noqa: E402
@@ -50,3 +60,20 @@ for reg, ffn in [(0, "mlp"), (4, "mlp"), (0, "swiglufused"), (4, "swiglufused")]
             b = mine.forward_features(x)
         difference = (a - b).abs().max().item()
         print(f"registers={reg} ffn={ffn} size={size}: max |official - reference| = {difference}")
+
+for name, architecture in vit.PRESETS.items():
+    with torch.device("meta"):
+        official = getattr(backbones, name)(pretrained=False).state_dict()
+    shapes = jax.eval_shape(
+        lambda architecture=architecture: resnet.init_variables(
+            vit.DinoV2(architecture), jax.random.key(0)
+        )
+    )
+    ours = {
+        pytorch._dinov2_key(path): pytorch._to_torch_shape(leaf.shape)
+        for path, leaf in flax.traverse_util.flatten_dict(shapes).items()
+    }
+    assert set(official) - set(ours) == {"mask_token"}, set(official) ^ set(ours)
+    assert all(tuple(official[key].shape) == shape for key, shape in ours.items()), name
+    assert pytorch.dinov2_architecture(official, name) == architecture, name
+    print(f"{name}: the converter's {len(ours)} names and shapes are the official ones")
