@@ -21,7 +21,8 @@ Class k is PATNet's k-th colour, which its code compares with masks read by Open
 1 agriculture (RGB 255,255,0), 2 urban (0,255,255), 3 rangeland (255,0,255), 4 forest
 (0,255,0), 5 water (0,0,255), 6 barren (255,255,255); unknown land (0,0,0) is no class.
 Mask channels are read as set where >= 128, so that a colour off by JPEG-like noise
-still counts as its class (the release's PNGs are clean: the same tiles either way).
+still counts as its class; on masks of exact colours the tiles are PATNet's (its code
+compares exact colours).
 Tiles are written as OpenCV writes JPEGs (quality 95), as PATNet's.
 
 Usage::
