@@ -17,7 +17,7 @@ import torch_reference as ref
 
 from cwt_jax import errors
 from cwt_jax.models import resnet, vit
-from cwt_jax.weights import loading, pytorch
+from cwt_jax.weights import checkpoints, loading, pytorch
 
 WIDTH, DEPTH = 128, 2
 
@@ -124,3 +124,18 @@ def test_convert_command_writes_the_orbax_checkpoint_main_reads(tmp_path):
     assert read.architecture == vit.Architecture(WIDTH, DEPTH, 2, registers=4)
     expected = pytorch.load_dinov2(str(path))[1]
     assert jax.tree.all(jax.tree.map(np.array_equal, variables, expected))
+
+
+def test_incomplete_converted_checkpoint_is_named(tmp_path):
+    """A converted ViT missing a block's MLP: one line from predict's reader and a run's."""
+    _, variables = converted(reference_model(), tmp_path)
+    del variables["params"]["blocks_0"]["mlp"]
+    path = str(tmp_path / "incomplete")
+    checkpoints.save_tree(path, variables)
+    configured = vit.DinoV2(vit.PRESETS["dinov2_vits14"])
+    for read in (
+        lambda: loading.read_backbone(path, "--backbone"),
+        lambda: loading.load_backbone(path, configured, "init.backbone"),
+    ):
+        with pytest.raises(errors.ConversionError, match="holds no complete DINOv2 ViT"):
+            read()

@@ -54,13 +54,17 @@ def _read_dinov2(path: str, key: str) -> tuple[vit.Architecture, dict]:
     """The architecture and variables of a DINOv2 .pth file or converted checkpoint."""
     if path.endswith(".pth"):
         return pytorch.load_dinov2(_existing(path, key))
-    tree = checkpoints.load_tree(_existing(path, key), key)
+    return _converted_dinov2(checkpoints.load_tree(_existing(path, key), key), path, key)
+
+
+def _converted_dinov2(tree, path: str, key: str) -> tuple[vit.Architecture, dict]:
+    """The architecture and variables of a converted DINOv2 checkpoint's tree."""
     try:
         return dinov2_architecture(tree["params"]), tree
     except (KeyError, TypeError):
         raise errors.ConversionError(
-            f"{key}={path} holds no DINOv2 ViT; give an official DINOv2 .pth file or one "
-            "converted with `python -m cwt_jax.convert --format=dinov2`."
+            f"{key}={path} holds no complete DINOv2 ViT; give an official DINOv2 .pth file or "
+            "one converted with `python -m cwt_jax.convert --format=dinov2`."
         ) from None
 
 
@@ -204,7 +208,7 @@ def read_backbone(path: str, key: str) -> tuple[PSPNet | vit.DinoV2, dict]:
         if is_pth:
             architecture, variables = pytorch.dinov2_from_state_dict(checkpoint, path)
         else:
-            architecture, variables = dinov2_architecture(checkpoint["params"]), checkpoint
+            architecture, variables = _converted_dinov2(checkpoint, path, key)
         model = vit.DinoV2(architecture)
         return model, checked_backbone(variables, model, path, key)
     try:
@@ -298,7 +302,8 @@ def _checked(tree, expected, path: str, key: str):
     expected_shapes = jax.tree.map(lambda leaf: leaf.shape, expected)
     if shapes != expected_shapes:
         raise errors.ConversionError(
-            f"{key}={path} does not fit the configured model (model.layers, model.width, "
-            "model.bottleneck_dim, cwt.heads); set them to the checkpoint's architecture."
+            f"{key}={path} does not fit the configured model (model.backbone, model.layers, "
+            "model.width, model.bottleneck_dim, cwt.heads); set them to the checkpoint's "
+            "architecture."
         )
     return jax.tree.map(jnp.asarray, tree)
