@@ -87,8 +87,8 @@ def prepare(
         train = data.open_split(train_dir, "train")
     if dataset in cross_domain.DATASETS:
         classes = data.ClassSplit(
-            novel=_all_classes(val),
-            base=_all_classes(train),
+            novel=val.class_ids,
+            base=train.class_ids,
             names=dict(enumerate(train.class_names, start=1)),
         )
         if training and _has_split(train_dir, "val"):
@@ -103,7 +103,7 @@ def prepare(
         )
         selection = data.open_split(fss_dir, "val")
     if test_dataset in cross_domain.DATASETS:
-        test_classes = _all_classes(val)
+        test_classes = val.class_ids
     elif data_config.test_dataset:
         test_classes = data.cross_dataset_classes(
             dataset, data_config.fold, test_dataset, data_config.split_convention
@@ -122,10 +122,6 @@ def prepare(
 
 def _evaluation_split(dataset: str) -> str:
     return cross_domain.EVALUATION_SPLIT if dataset in cross_domain.DATASETS else "val"
-
-
-def _all_classes(split: data.Split) -> tuple[int, ...]:
-    return tuple(range(1, len(split.class_names) + 1))
 
 
 def _has_split(dataset_dir: str, split: str) -> bool:

@@ -55,6 +55,11 @@ class Split:
     def __len__(self) -> int:
         return len(self.ids)
 
+    @property
+    def class_ids(self) -> tuple[int, ...]:
+        """Every class id of the dataset: 1..len(class_names)."""
+        return tuple(range(1, len(self.class_names) + 1))
+
     @functools.cached_property
     def index_of(self) -> dict[str, int]:
         """Image id -> record index."""

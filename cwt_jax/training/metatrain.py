@@ -109,8 +109,9 @@ def validation_episodes(
                 f"metatrain.val_source=fss1000_val: {config.data.root} holds no val classes; "
                 "set data.val_root to the FSS-1000 folder or give the val classes."
             )
-        classes = tuple(range(1, len(inputs.selection.class_names) + 1))
-        specs = sample(inputs.selection, classes, num_episodes=section.val_episodes)
+        specs = sample(
+            inputs.selection, inputs.selection.class_ids, num_episodes=section.val_episodes
+        )
         return inputs.train, inputs.selection, specs
     if section.val_source == "base_holdout":
         train_split, held_out = data.hold_out(inputs.train, section.holdout_fraction)
