@@ -14,6 +14,9 @@ def base() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.mode = "all"  # pretrain | metatrain | eval | all | export_episodes
     config.seed = 0
+    # CPU results that do not depend on the CPU's instruction set, microarchitecture or
+    # core count (compilation.DETERMINISTIC_XLA_FLAGS; slower, see docs/reproducing.md)
+    config.deterministic = False
     # XLA's persistent compilation cache: a second run of the same shapes skips compiling
     # (and, on GPU, autotuning); empty disables it.
     config.compilation_cache_dir = compilation.DEFAULT_CACHE_DIR

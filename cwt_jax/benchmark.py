@@ -26,7 +26,7 @@ import numpy as np
 import optax
 from absl import flags
 
-from cwt_jax import cli, errors, models, optimizers, sharding
+from cwt_jax import cli, compilation, errors, models, optimizers, sharding
 from cwt_jax.data.labels import IGNORE_LABEL
 from cwt_jax.evaluation import evaluate, feature_cache
 from cwt_jax.fewshot import classifier, episode, inner
@@ -95,6 +95,8 @@ def peak_memory_bytes() -> int:
 
 def benchmark(config, repeats: int, stages: tuple[str, ...] = STAGES) -> dict:
     """Measures the `stages` asked for; see the module docstring."""
+    if config.deterministic:
+        compilation.use_deterministic_mode()
     rng = np.random.default_rng(config.seed)
     model = models.from_config(config.model)
     inner_loop = inner.from_config(config)

@@ -1,8 +1,10 @@
 """The errors a user can cause: each message is one sentence naming the file, key or value.
 
 The command-line programs print them as one line and exit non-zero; every other
-exception is a bug and keeps its traceback.
+exception is a bug and keeps its traceback. Warnings are plain lines too (`warn`).
 """
+
+import sys
 
 
 class ConfigError(ValueError):
@@ -25,3 +27,8 @@ USER_ERRORS = (
     FileExistsError,
     PermissionError,
 )
+
+
+def warn(message: str) -> None:
+    """Shows the user one `warning: <message>` line on stderr; the run goes on."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)

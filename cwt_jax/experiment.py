@@ -39,6 +39,8 @@ def run(config, workdir: str, report: Callable[[str], None] | None = None) -> No
             section.num_processes or None,
             section.process_id if section.process_id >= 0 else None,
         )
+    if config.deterministic:  # after jax.distributed, before any other use of JAX
+        compilation.use_deterministic_mode()
     config_checks.validate(config)
     compilation.use_cache(config.compilation_cache_dir)
     stages = config_checks.STAGES[config.mode]

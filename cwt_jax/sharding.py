@@ -10,9 +10,10 @@ import math
 
 import jax
 import numpy as np
-from absl import logging
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from cwt_jax import errors
 
 DATA_AXIS = "data"
 
@@ -33,13 +34,9 @@ def data_mesh(batch_size: int, key: str) -> Mesh:
     devices = jax.devices()
     count = math.gcd(batch_size, len(devices))
     if count < len(devices):
-        logging.warning(
-            "%s=%d uses %d of the %d devices; make it a multiple of %d to use all.",
-            key,
-            batch_size,
-            count,
-            len(devices),
-            len(devices),
+        errors.warn(
+            f"{key}={batch_size} uses {count} of the {len(devices)} devices; make it a "
+            f"multiple of {len(devices)} to use all."
         )
     return Mesh(np.asarray(devices[:count]), (DATA_AXIS,))
 

@@ -6,7 +6,8 @@ Builds the official `DinoVisionTransformer` with the hub's settings (`init_value
 `block_chunks=0`, `interpolate_offset=0.1`, no antialias; without xformers) and
 `tests/torch_reference.DinoV2` of the same shape, loads the reference's state dict into
 the official model strictly, and prints the largest difference of `x_norm_patchtokens`
-(with and without registers, MLP and SwiGLU, four image sizes). Then, for each of the 8
+(with and without registers, MLP and SwiGLU, four image sizes); it exits non-zero where
+one exceeds `TOLERANCE` of the features' largest magnitude. Then, for each of the 8
 hub models (built on PyTorch's meta device, no weights), checks that the converter's
 names and shapes for `cwt_jax.models.vit.PRESETS[name]` are the official state dict's
 (`mask_token` aside: not converted) and that the architecture read from the official
@@ -32,6 +33,8 @@ from dinov2.layers import MemEffAttention  # noqa: E402
 from dinov2.layers import NestedTensorBlock as Block  # noqa: E402
 from dinov2.models import vision_transformer as vits  # noqa: E402
 
+TOLERANCE = 1e-5  # relative to the largest |feature|: float32 round-off, as the tests'
+failures = []
 for reg, ffn in [(0, "mlp"), (4, "mlp"), (0, "swiglufused"), (4, "swiglufused")]:
     torch.manual_seed(0)
     mine = ref.DinoV2(128, 2, registers=reg, swiglu=ffn != "mlp", grid=37)
@@ -59,7 +62,11 @@ for reg, ffn in [(0, "mlp"), (4, "mlp"), (0, "swiglufused"), (4, "swiglufused")]
             a = off.forward_features(x)["x_norm_patchtokens"]
             b = mine.forward_features(x)
         difference = (a - b).abs().max().item()
-        print(f"registers={reg} ffn={ffn} size={size}: max |official - reference| = {difference}")
+        relative = difference / a.abs().max().item()
+        case = f"registers={reg} ffn={ffn} size={size}"
+        print(f"{case}: max |official - reference| = {difference} ({relative:.1e} relative)")
+        if relative > TOLERANCE:
+            failures.append(case)
 
 for name, architecture in vit.PRESETS.items():
     with torch.device("meta"):
@@ -77,3 +84,8 @@ for name, architecture in vit.PRESETS.items():
     assert all(tuple(official[key].shape) == shape for key, shape in ours.items()), name
     assert pytorch.dinov2_architecture(official, name) == architecture, name
     print(f"{name}: the converter's {len(ours)} names and shapes are the official ones")
+if failures:
+    sys.exit(
+        f"error: the reference differs from the official DINOv2 by more than {TOLERANCE} "
+        f"(relative) at {'; '.join(failures)}: fix tests/torch_reference.DinoV2."
+    )

@@ -3,7 +3,6 @@ import os
 import pathlib
 import subprocess
 import sys
-import time
 
 import cv2
 import numpy as np
@@ -56,10 +55,8 @@ def test_prepare_is_cached_and_keyed_by_the_lists(pascal, pascal_dir, tmp_path):
     data_dir = os.path.dirname(os.path.dirname(os.path.dirname(pascal_dir)))
     info = os.path.join(pascal_dir, "dataset_info.json")
     mtime = os.path.getmtime(info)
-    start = time.perf_counter()
     assert prepare_pascal(root, data_dir, **lists) == pascal_dir
-    assert time.perf_counter() - start < 2
-    assert os.path.getmtime(info) == mtime
+    assert os.path.getmtime(info) == mtime  # read, not rebuilt
     shorter = tmp_path / "val.txt"
     shorter.write_text("".join(open(lists["val_list"]).readlines()[:-1]))
     other = prepare_pascal(root, data_dir, train_list=lists["train_list"], val_list=str(shorter))

@@ -7,7 +7,6 @@ one core: the command-line runs go on in background threads meanwhile, on the ot
 """
 
 import json
-import logging
 import os
 import pathlib
 import re
@@ -159,10 +158,16 @@ def run_cli(workdir, overrides, env, **kwargs):
     )
 
 
+# A line in absl's (glog's) format, as TFDS, orbax and absl's own warnings print them:
+# "W1207 06:44:02.196657 140235529317248 file_utils.py:394] ...".
+LIBRARY_FORMAT_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\]", re.M)
+
+
 def assert_quiet(process):
-    """No library notice reaches the terminal of a normal run."""
+    """No library notice reaches the terminal of a normal run, and no absl-format line."""
     for notice in ("custom data configuration", "read only", "Downloading", "backend 'tpu'"):
         assert notice not in process.stderr + process.stdout
+    assert not LIBRARY_FORMAT_LINE.findall(process.stderr + process.stdout)
 
 
 def read_results(workdir):
@@ -562,7 +567,7 @@ def test_exported_episodes_are_evaluated_exactly_in_order(settings, converted, t
 
 
 def test_all_skips_a_finished_stage_and_eval_reads_the_stage_results(
-    pretrained, settings, tmp_path, caplog
+    pretrained, settings, tmp_path, capsys
 ):
     """Rerunning mode=all after stage 1 finished goes on with stage 2 and evaluation."""
     workdir = str(tmp_path / "run")
@@ -591,19 +596,20 @@ def test_all_skips_a_finished_stage_and_eval_reads_the_stage_results(
         "platform": "cpu",
     }
 
-    with caplog.at_level(logging.WARNING):
-        experiment.run(tiny_config({**settings, "mode": "eval"}), workdir)
-    assert not [record for record in caplog.records if "meta-trained" in record.getMessage()]
+    capsys.readouterr()
+    experiment.run(tiny_config({**settings, "mode": "eval"}), workdir)
+    assert "meta-trained" not in capsys.readouterr().err
     again = read_results(workdir)
     assert again["runs"] == results["runs"]
     assert again["data"] == results["data"]
     assert again["config"]["mode"] == "eval"
     assert steps_of(os.path.join(workdir, "metatrain", "latest")) == [METATRAIN_STEPS]
 
-    # Evaluating at another shot than the CWT's meta-training warns, naming both.
-    with caplog.at_level(logging.WARNING):
-        experiment.run(tiny_config({**settings, "mode": "eval", "data.shot": 2}), workdir)
-    (warning,) = [r.getMessage() for r in caplog.records if "meta-trained" in r.getMessage()]
+    # Evaluating at another shot than the CWT's meta-training warns, naming both, in one
+    # plain line.
+    experiment.run(tiny_config({**settings, "mode": "eval", "data.shot": 2}), workdir)
+    (warning,) = [line for line in capsys.readouterr().err.splitlines() if "meta-trained" in line]
+    assert warning.startswith("warning: ")
     assert "meta-trained 1-shot" in warning and "evaluated 2-shot" in warning
 
 

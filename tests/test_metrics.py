@@ -1,6 +1,7 @@
 """Few-shot metrics against values worked out by hand on tiny label maps."""
 
 import importlib.metadata
+import os
 
 import jax
 import ml_collections
@@ -31,11 +32,12 @@ def test_few_shot_iou_sums_each_class_over_its_own_episodes():
     assert run["fb_iou"] == pytest.approx((background + foreground) / 2)
 
 
-def summary_config(label_resolution, seeds=()):
+def summary_config(label_resolution, seeds=(), deterministic=False):
     """The settings `results.summarize` records."""
     return ml_collections.ConfigDict(
         {
             "seed": 0,
+            "deterministic": deterministic,
             "data": {"image_size": 64, "shot": 1},
             "inner": {"optimizer": "adam", "steps": 7},
             "eval": {"episodes": "", "seeds": seeds, "label_resolution": label_resolution},
@@ -160,6 +162,10 @@ def test_both_resolutions_are_reported_padded_first_and_the_protocol_is_recorded
     assert summary["environment"]["tensorflow-datasets"] == importlib.metadata.version(
         "tensorflow-datasets"
     )
+    # What the numbers depend on beyond the versions: the XLA flags, the CPU, its cores.
+    assert summary["environment"]["xla_flags"] == os.environ.get("XLA_FLAGS", "")
+    assert summary["environment"]["cpu_cores"] == len(os.sched_getaffinity(0))
+    assert summary["environment"]["cpu"]
     table = results.format_table(summary, names).splitlines()
     # The setting and the data fingerprint head the table.
     assert table[0] == (
@@ -167,6 +173,17 @@ def test_both_resolutions_are_reported_padded_first_and_the_protocol_is_recorded
         "data fingerprint cdcdcdcdcdcdcdcd"
     )
     assert table[1] == "Labels at the padded test size (64 px):"
+    deterministic = results.summarize(
+        runs,
+        summary_config("both", (4, 2), deterministic=True),
+        classes=names,
+        episodes=[3, 3],
+        timing={"wall_time_s": 1},
+        data_fingerprint="cd" * 32,
+    )
+    assert results.format_table(deterministic, names).splitlines()[0] == table[0] + (
+        "; deterministic"
+    )
     assert "Labels at the original image size (PFENet's ori_resize):" in table
     assert table[4].split() == ["mIoU", "0.6000±0.1000", "0.3000±0.1000"]
     assert table[-2].split() == ["mIoU", "0.6200±0.1000", "0.3200±0.1000"]

@@ -341,7 +341,8 @@ def _prepare(builder_class, items, data_dir, report):
 
 def _prepared(builder: _SegmentationBuilder, report: Callable[[str], None] | None) -> str:
     """Builds the dataset unless it is there, saying so; returns its directory."""
-    if report is not None and not builder.is_prepared():
+    # TFDS's `is_prepared` logs a warning for a folder that does not exist yet.
+    if report is not None and not (builder.data_path.exists() and builder.is_prepared()):
         report(f"Preparing the {builder.DATASET} dataset in {builder.data_dir}, once.")
     builder.download_and_prepare()
     return os.fspath(builder.data_path)

@@ -2,7 +2,7 @@
 
 Either the backbone runs on each batch's images (`eval.feature_cache=False`), or the
 features of every image of the runs are computed once, into a feature cache
-(`cwt_jax.feature_cache`), which the batches then read.
+(`cwt_jax.evaluation.feature_cache`), which the batches then read.
 """
 
 import dataclasses

@@ -2,6 +2,7 @@
 
 import importlib.metadata
 import json
+import os
 import platform
 
 import cv2
@@ -29,11 +30,13 @@ _PACKAGES = (
 
 
 def environment() -> dict:
-    """The versions of Python and the numerical and data stack, and the devices.
+    """The versions of Python and the numerical and data stack, the CPU and the devices.
 
     Returns:
-      {"environment": {"python", "jax", ..., "opencv"}, "devices": {"kind", "count",
-      "platform"}}; a package that is not installed is recorded as None.
+      {"environment": {"python", "jax", ..., "opencv", "xla_flags", "cpu", "cpu_cores"},
+      "devices": {"kind", "count", "platform"}}; a package that is not installed is
+      recorded as None. `xla_flags` are the XLA_FLAGS in force (the deterministic mode's
+      among them), `cpu` the CPU's model name and `cpu_cores` the cores the run may use.
     """
     versions = {"python": platform.python_version()}
     for package in _PACKAGES:
@@ -42,6 +45,9 @@ def environment() -> dict:
         except importlib.metadata.PackageNotFoundError:
             versions[package] = None
     versions["opencv"] = cv2.__version__  # any of OpenCV's four wheels
+    versions["xla_flags"] = os.environ.get("XLA_FLAGS", "")
+    versions["cpu"] = _cpu_model()
+    versions["cpu_cores"] = len(os.sched_getaffinity(0))
     devices = jax.devices()
     return {
         "environment": versions,
@@ -51,6 +57,18 @@ def environment() -> dict:
             "platform": devices[0].platform,
         },
     }
+
+
+def _cpu_model() -> str:
+    """The CPU's model name as /proc/cpuinfo gives it, else `platform.processor()`."""
+    try:
+        with open("/proc/cpuinfo") as file:
+            for line in file:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
 
 
 def at_resolution(run: dict, label_resolution: str) -> dict:
@@ -208,7 +226,8 @@ def format_table(summary: dict, names: dict[int, str]) -> str:
         f"{protocol['shot']}-shot, inner optimiser {protocol['inner_optimizer']} x "
         f"{protocol['inner_steps']} steps, labels {protocol['label_resolution']}, "
         f"{len(summary['runs'])} run(s) of {protocol['episodes_per_run'][0]} episodes; "
-        f"data fingerprint {summary['data']['fingerprint'][:16]}",
+        f"data fingerprint {summary['data']['fingerprint'][:16]}"
+        + ("; deterministic" if summary["config"]["deterministic"] else ""),
     ]
     blocks = [(protocol["top_level"], summary)]
     if "original_resolution" in summary:

@@ -116,8 +116,10 @@ def main(argv: Sequence[str], flag_values: flags.FlagValues) -> None:
             for field in dataclasses.fields(predict.Settings)
         }
     )
-    compilation.use_cache(flag_values.compilation_cache_dir)
     try:
+        if flag_values.deterministic:
+            compilation.use_deterministic_mode()
+        compilation.use_cache(flag_values.compilation_cache_dir)
         run(
             backbone=flag_values.backbone,
             cwt_checkpoint=flag_values.cwt,
@@ -206,6 +208,12 @@ def define_flags(flag_values: flags.FlagValues) -> None:
         compilation.DEFAULT_CACHE_DIR,
         "XLA's persistent compilation cache, as main's config.compilation_cache_dir; a "
         "second run of the same sizes reads its programs from it. Empty disables it.",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_bool(
+        "deterministic",
+        False,
+        "Results that do not depend on the CPU, as main's config.deterministic (slower).",
         flag_values=flag_values,
     )
     flags.mark_flags_as_required(

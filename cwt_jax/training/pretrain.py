@@ -6,9 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from absl import logging
 
-from cwt_jax import data, models, optimizers, seeds, sharding
+from cwt_jax import data, errors, models, optimizers, seeds, sharding
 from cwt_jax.data import input_pipeline
 from cwt_jax.evaluation import metrics
 from cwt_jax.evaluation.metric_writer import MetricWriter
@@ -100,7 +99,7 @@ def initial_state(config, model, optimizer, num_classes: int, resnet: dict | Non
         variables["params"]["backbone"] = resnet["params"]
         variables["batch_stats"]["backbone"] = resnet["batch_stats"]
     else:
-        logging.warning("init.resnet is empty: stage 1 starts from a random backbone.")
+        errors.warn("init.resnet is empty: stage 1 starts from a random backbone.")
     bound = model.bottleneck_dim**-0.5
     params = {
         "pspnet": variables["params"],

@@ -9,7 +9,7 @@ only). `loading` reads and checks what these name.
 import json
 import os
 
-from absl import logging
+from cwt_jax import errors
 
 
 def check_stage_results(config, stages: tuple[str, ...], workdir: str) -> None:
@@ -46,13 +46,8 @@ def warn_on_another_shot(path: str, shot: int, key: str) -> None:
     with open(settings_path) as file:
         trained_shot = json.load(file).get("data.shot")
     if trained_shot is not None and trained_shot != shot:
-        logging.warning(
-            "%s=%s was meta-trained %s-shot (%s) and is evaluated %s-shot: the CWT may score "
-            "below the support-only classifier; meta-train with data.shot=%s for this setting.",
-            key,
-            path,
-            trained_shot,
-            settings_path,
-            shot,
-            shot,
+        errors.warn(
+            f"{key}={path} was meta-trained {trained_shot}-shot ({settings_path}) and is "
+            f"evaluated {shot}-shot: the CWT may score below the support-only classifier; "
+            f"meta-train with data.shot={shot} for this setting."
         )
