@@ -29,7 +29,7 @@ def base() -> ml_collections.ConfigDict:
     config.data = ml_collections.ConfigDict()
     # pascal | coco | synthetic | fss1000 | deepglobe | isic | chest_xray | folder
     config.data.dataset = "pascal"
-    config.data.root = ""  # the dataset's folder (see the README); synthetic: where to generate
+    config.data.root = ""  # the dataset's folder (see docs/data.md); synthetic: where to generate
     config.data.cache_dir = ""  # TFDS data dir; empty: <workdir>/tfds
     config.data.fold = 0  # 0..3, or all: every class a base class (cross-domain training)
     config.data.shot = 1

@@ -21,7 +21,7 @@ of the one class; mIoU over the classes.
 Published 1-shot mIoU on Chest X-ray, ResNet-50 (PATNet, ECCV 2022, Table 1):
 PFENet 27.22, RePRI 65.08, HSNet 51.88, PATNet 66.61;
 IFA (CVPR 2024, fine-tuned on the target's supports) 74.0.
-CWT's is not measured yet (README, Cross-domain evaluation).
+CWT's is not measured yet (docs/cross_domain.md).
 """
 
 from configs import common

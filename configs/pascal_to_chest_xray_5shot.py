@@ -21,7 +21,7 @@ of the one class; mIoU over the classes.
 Published 5-shot mIoU on Chest X-ray, ResNet-50 (PATNet, ECCV 2022, Table 1):
 PFENet 27.57, RePRI 65.48, HSNet 54.36, PATNet 70.20;
 IFA (CVPR 2024, fine-tuned on the target's supports) 74.6.
-CWT's is not measured yet (README, Cross-domain evaluation).
+CWT's is not measured yet (docs/cross_domain.md).
 """
 
 from configs import common

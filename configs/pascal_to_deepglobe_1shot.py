@@ -21,7 +21,7 @@ run, episode i of class i mod 6; mIoU over the classes.
 Published 1-shot mIoU on Deepglobe, ResNet-50 (PATNet, ECCV 2022, Table 1):
 PFENet 16.88, RePRI 25.03, HSNet 29.65, PATNet 37.89;
 IFA (CVPR 2024, fine-tuned on the target's supports) 50.6.
-CWT's is not measured yet (README, Cross-domain evaluation).
+CWT's is not measured yet (docs/cross_domain.md).
 """
 
 from configs import common

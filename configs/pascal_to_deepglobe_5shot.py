@@ -21,7 +21,7 @@ run, episode i of class i mod 6; mIoU over the classes.
 Published 5-shot mIoU on Deepglobe, ResNet-50 (PATNet, ECCV 2022, Table 1):
 PFENet 18.01, RePRI 27.41, HSNet 35.08, PATNet 42.97;
 IFA (CVPR 2024, fine-tuned on the target's supports) 58.8.
-CWT's is not measured yet (README, Cross-domain evaluation).
+CWT's is not measured yet (docs/cross_domain.md).
 """
 
 from configs import common

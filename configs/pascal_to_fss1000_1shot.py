@@ -22,7 +22,7 @@ the classes.
 Published 1-shot mIoU on FSS-1000, ResNet-50 (PATNet, ECCV 2022, Table 1):
 PFENet 70.87, RePRI 70.96, HSNet 77.53, PATNet 78.59;
 IFA (CVPR 2024, fine-tuned on the target's supports) 80.1.
-CWT's is not measured yet (README, Cross-domain evaluation).
+CWT's is not measured yet (docs/cross_domain.md).
 """
 
 from configs import common

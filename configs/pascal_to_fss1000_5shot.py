@@ -22,7 +22,7 @@ the classes.
 Published 5-shot mIoU on FSS-1000, ResNet-50 (PATNet, ECCV 2022, Table 1):
 PFENet 70.52, RePRI 74.23, HSNet 80.99, PATNet 81.23;
 IFA (CVPR 2024, fine-tuned on the target's supports) 82.4.
-CWT's is not measured yet (README, Cross-domain evaluation).
+CWT's is not measured yet (docs/cross_domain.md).
 """
 
 from configs import common

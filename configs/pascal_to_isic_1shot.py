@@ -21,7 +21,7 @@ run, episode i of class i mod 3; mIoU over the classes.
 Published 1-shot mIoU on ISIC, ResNet-50 (PATNet, ECCV 2022, Table 1):
 PFENet 23.50, RePRI 23.27, HSNet 31.20, PATNet 41.16;
 IFA (CVPR 2024, fine-tuned on the target's supports) 66.3.
-CWT's is not measured yet (README, Cross-domain evaluation).
+CWT's is not measured yet (docs/cross_domain.md).
 """
 
 from configs import common

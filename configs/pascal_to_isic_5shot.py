@@ -21,7 +21,7 @@ run, episode i of class i mod 3; mIoU over the classes.
 Published 5-shot mIoU on ISIC, ResNet-50 (PATNet, ECCV 2022, Table 1):
 PFENet 23.83, RePRI 26.23, HSNet 35.10, PATNet 53.58;
 IFA (CVPR 2024, fine-tuned on the target's supports) 69.8.
-CWT's is not measured yet (README, Cross-domain evaluation).
+CWT's is not measured yet (docs/cross_domain.md).
 """
 
 from configs import common

@@ -93,7 +93,7 @@ def main(argv=None) -> None:
         if not os.path.isfile(annotation_file):
             raise SystemExit(
                 f"{annotation_file} does not exist; download annotations_trainval2014.zip from "
-                "cocodataset.org and unzip it in the root (see README.md, 'Data')."
+                "cocodataset.org and unzip it in the root (see docs/data.md)."
             )
         count = write_masks(annotation_file, os.path.join(args.root, mask_dir), args.all_polygons)
         print(f"{count} masks written to {os.path.join(args.root, mask_dir)}")

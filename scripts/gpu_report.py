@@ -1,4 +1,4 @@
-"""Every GPU measurement of the README's speed table, in one command for a machine lent for minutes.
+"""Every GPU measurement of docs/speed.md's table, in one command for a machine lent for minutes.
 
   python scripts/gpu_report.py OUTPUT_DIR [--steps=eval_cold,eval_warm,...] [--seconds=540] \
       [--config.key=value ...]

@@ -5,7 +5,7 @@
 # then times a fresh process evaluating into a new WORKDIR/eval.*, so its time includes
 # start-up, compilation (unless `compilation_cache_dir` holds the programs already) and the
 # feature cache. The defaults are the GPU setting (5 runs x 1000 episodes at 473 px); the
-# CPU setting of the README is
+# CPU setting of docs/speed.md is
 #
 #   scripts/time_eval.sh WORKDIR --config.data.image_size=233 --config.eval.num_episodes=40 \
 #       --config.eval.episodes_per_step=8

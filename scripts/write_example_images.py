@@ -1,6 +1,6 @@
 """Writes a support image, its mask and a few query images of one synthetic class as PNGs.
 
-Inputs for `python -m cwt_jax.predict` (README, "Segment your own images"):
+Inputs for `python -m cwt_jax.predict` (docs/predict.md):
 
   python scripts/write_example_images.py --output_dir=/tmp/cwt_example
 

@@ -337,7 +337,7 @@ def test_pascal_to_dataset_evaluates_pth_checkpoints_end_to_end(
 
 
 def test_own_classes_in_a_folder_are_meta_trained_and_evaluated(torch_weights, tmp_path):
-    """The README's example: train, val and test classes named on the command line."""
+    """docs/cross_domain.md's example: train, val and test classes named on the command line."""
     root = tmp_path / "my_classes"
     make_tree(root, "folder")
     config = tiny(

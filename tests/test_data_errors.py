@@ -35,7 +35,9 @@ def prepare(root, tmp_path, **lists):
 
 
 def test_missing_data_root_names_the_expected_layout(tmp_path):
-    with pytest.raises(DataError, match=r"has no folder JPEGImages/.*SegmentationClassAug.*README"):
+    with pytest.raises(
+        DataError, match=r"has no folder JPEGImages/.*SegmentationClassAug.*docs/data.md"
+    ):
         prepare(str(tmp_path / "nowhere"), tmp_path)
     with pytest.raises(DataError, match=r"has no folder train2014/.*create_coco_masks"):
         prepare_coco(str(tmp_path), str(tmp_path / "tfds"))

@@ -77,7 +77,7 @@ def decode_mask(data: bytes, name: str) -> np.ndarray:
         raise DataError(
             f"Mask {name} has shape {mask.shape} and dtype {mask.dtype}; masks must be "
             "single-channel 8-bit PNGs of class ids (palette PNGs such as VOC's "
-            "SegmentationClass must be converted, see the README's data section)."
+            "SegmentationClass must be converted, see docs/data.md)."
         )
     return mask
 

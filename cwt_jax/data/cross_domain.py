@@ -40,7 +40,7 @@ FSS1000_LISTS = {
     split: os.path.join(os.path.dirname(__file__), "fss1000_splits", f"{name}.txt")
     for split, name in (("train", "trn"), ("val", "val"), ("test", "test"))
 }
-README_HINT = "see the 'Cross-domain evaluation' section of README.md"
+DOCS_HINT = "see docs/cross_domain.md"
 
 _DEEPGLOBE_CLASSES = ("1", "2", "3", "4", "5", "6")
 # The land cover of each folder: PATNet's colours in its order, which its code compares with
@@ -113,7 +113,7 @@ def splits(
         if not names["test"]:
             raise DataError(
                 f"folder data root {root} holds no class folder; expected <class>/<name>.jpg "
-                f"with masks <class>/<name>.png ({README_HINT})."
+                f"with masks <class>/<name>.png ({DOCS_HINT})."
             )
     listed = {split: _class_names(value) for split, value in names.items()}
     return {
@@ -132,12 +132,12 @@ def _check_root(dataset: str, root: str) -> None:
     if not root:
         raise DataError(
             f"No {dataset} data root is set; set data.test_root (data.root where {dataset} is "
-            f"data.dataset) to the folder holding {expected} ({README_HINT})."
+            f"data.dataset) to the folder holding {expected} ({DOCS_HINT})."
         )
     if not os.path.isdir(root):
         raise DataError(
             f"{dataset} data root {root} does not exist; expected a folder holding {expected} "
-            f"({README_HINT})."
+            f"({DOCS_HINT})."
         )
     folders = {
         "deepglobe": [os.path.join(c, "test", "origin") for c in _DEEPGLOBE_CLASSES],
@@ -148,7 +148,7 @@ def _check_root(dataset: str, root: str) -> None:
         if not os.path.isdir(os.path.join(root, folder)):
             raise DataError(
                 f"{dataset} data root {root} has no folder {folder}/; expected {expected} "
-                f"under the root ({README_HINT})."
+                f"under the root ({DOCS_HINT})."
             )
 
 
@@ -159,7 +159,7 @@ def _class_names(value: str | Sequence[str]) -> list[str]:
     if not os.path.isfile(value):
         raise DataError(
             f"Class list file {value} does not exist; give a file with one class folder "
-            f"name a line ({README_HINT})."
+            f"name a line ({DOCS_HINT})."
         )
     with open(value) as f:
         return [line.strip() for line in f if line.strip()]
@@ -178,7 +178,7 @@ def _class_folders(root: str, class_names: Sequence[str]) -> LabelledSplit:
         if not images:
             raise DataError(
                 f"Class {name!r} has no images: {folder}/ should hold <n>.jpg images with "
-                f"<n>.png masks ({README_HINT})."
+                f"<n>.png masks ({DOCS_HINT})."
             )
         for image in images:
             mask = os.path.join(folder, image[:-4] + ".png")

@@ -20,7 +20,7 @@ import os
 
 from cwt_jax.errors import DataError
 
-README_HINT = "see the 'Data' section of README.md"
+DOCS_HINT = "see docs/data.md"
 
 _PASCAL_DIRS = ("JPEGImages", "SegmentationClassAug")
 _COCO_DIRS = {"train": ("train2014", "train"), "val": ("val2014", "val")}
@@ -67,7 +67,7 @@ def pascal_items(root: str, split: str, list_file: str | None) -> list[Item]:
     if not os.path.isfile(val_file):
         raise DataError(
             f"{val_file} does not exist; it defines the default PASCAL val split. Provide it "
-            f"(it ships with VOC2012) or pass list files ({README_HINT})."
+            f"(it ships with VOC2012) or pass list files ({DOCS_HINT})."
         )
     with open(val_file) as f:
         val_ids = [line.strip() for line in f if line.strip()]
@@ -142,7 +142,7 @@ def read_list_file(root: str, list_file: str) -> list[Item]:
     if not os.path.isfile(list_file):
         raise DataError(
             f"List file {list_file} does not exist; give the path of a file with lines "
-            f"'<image path> <mask path>' relative to the data root ({README_HINT})."
+            f"'<image path> <mask path>' relative to the data root ({DOCS_HINT})."
         )
     items = []
     with open(list_file) as f:
@@ -167,13 +167,13 @@ def _check_root(root: str, dataset: str, folders, expected: str) -> None:
         raise DataError(
             f"No {dataset} data root is set; set data.root (data.test_root for the test "
             f"dataset of a cross-dataset run) to the folder that holds {expected} "
-            f"({README_HINT} for the download and layout)."
+            f"({DOCS_HINT} for the download and layout)."
         )
     for folder in folders:
         if not os.path.isdir(os.path.join(root, folder)):
             raise DataError(
                 f"{dataset} data root {root} has no folder {folder}/; expected {expected} "
-                f"under the root ({README_HINT} for the download and layout)."
+                f"under the root ({DOCS_HINT} for the download and layout)."
             )
 
 
