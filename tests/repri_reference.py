@@ -137,3 +137,61 @@ def infer(features_s, features_q, gt_s, gt_q, *, norm_feat=True, **settings):
     logits = F.interpolate(logits, size=gt_q.shape[-2:], mode="bilinear", align_corners=True)
     probas = classifier.get_probas(logits).detach()
     return classifier.prototype.detach(), classifier.bias.detach(), probas
+
+
+def fit_transductive(
+    support_features, support_masks, query_features, init_weights, *, lr, steps, weights, fb
+):
+    """The transductive objective, as CWT's and RePRI's code would compose it.
+
+    CWT's inner loop (`torch_reference.fit_classifier`: a bias-free 1x1 conv, SGD, the
+    supports' cross-entropy weighted [1, n_bg / n_fg] at mask resolution) with RePRI's
+    query terms added: `Classifier.get_entropies` of the conv's softmax on every query
+    pixel, π from the initial classifier, re-estimated and λ2 raised by 1 after update
+    t - 1 for t in `fb`, as `Classifier.RePRI` numbers its updates from 1.
+
+    Args:
+      support_features: (K, C, h, w).
+      support_masks: (K, H, W) in {0, 1, 255}.
+      query_features: (1, C, h, w).
+      init_weights: (2, C).
+      lr: SGD's learning rate.
+      steps: updates.
+      weights: (λ1, λ2, λ3), numbers or "auto".
+      fb: `FB_param_update`.
+
+    Returns:
+      (2, C) fitted weights.
+    """
+    shot = torch.tensor([float(support_features.shape[0])])
+    l1, l2, l3 = (1 / shot if w == "auto" else w * torch.ones_like(shot) for w in weights)
+    conv = torch.nn.Conv2d(support_features.shape[1], 2, 1, bias=False)
+    conv.weight.data.copy_(init_weights[:, :, None, None])
+    optimizer = torch.optim.SGD(conv.parameters(), lr=lr)
+    background = (support_masks == 0).sum().item()
+    foreground = (support_masks == 1).sum().item()
+    criterion = torch.nn.CrossEntropyLoss(
+        weight=torch.tensor([1.0, background / foreground]), ignore_index=255
+    )
+    terms = Classifier(None, None, None, None, fb, "soft")
+    valid = torch.ones(1, 1, *query_features.shape[-2:])
+
+    def query_probas():
+        return torch.softmax(conv(query_features), dim=1)[:, None]  # [1, 1, 2, h, w]
+
+    with torch.no_grad():
+        terms.FB_param = query_probas().sum(dim=(1, 3, 4)) / valid.sum()
+    for iteration in range(1, steps + 1):
+        logits = F.interpolate(
+            conv(support_features), support_masks.shape[-2:], mode="bilinear", align_corners=True
+        )
+        d_kl, cond_entropy, _ = terms.get_entropies(valid, query_probas())
+        loss = l1 * criterion(logits, support_masks) + l2 * d_kl + l3 * cond_entropy
+        optimizer.zero_grad()
+        loss.sum().backward()
+        optimizer.step()
+        if (iteration + 1) in fb and l2.sum().item() != 0:
+            with torch.no_grad():
+                terms.FB_param = query_probas().sum(dim=(1, 3, 4)) / valid.sum()
+            l2 += 1
+    return conv.weight.data[:, :, 0, 0]

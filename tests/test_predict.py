@@ -123,7 +123,8 @@ def test_predictions_on_padded_size_images_equal_evaluations(model, weights, val
     query_features = models.apply_backbone(model, backbone, query_inputs)
     inner_config = ml_collections.ConfigDict(
         {"optimizer": "sgd", "optimizer_args": {}, "lr": LR, "weight_decay": 0.0}
-        | {"steps": STEPS, "init": "torch", "learn_lr": False}
+        | {"steps": STEPS, "init": "torch", "learn_lr": False, "objective": "support"}
+        | {"repri": common.base().inner.repri.to_dict()}
     )
     config = ml_collections.ConfigDict(
         {"inner": inner_config, "metatrain": {"inner_gradient": "none"}}
@@ -144,7 +145,7 @@ def test_predictions_on_padded_size_images_equal_evaluations(model, weights, val
             model, backbone, cwt_params, [support_image], [support_mask], queries, settings
         )
     )
-    for method in predict.METHODS:
+    for method in expected:
         actual = np.stack([masks[method] for masks in predicted])
         np.testing.assert_array_equal(actual, np.asarray(expected[method]))
         assert 0 < actual.mean() < 1  # both classes occur: the comparison says something

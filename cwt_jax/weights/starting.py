@@ -11,6 +11,8 @@ import os
 
 from absl import logging
 
+from cwt_jax.fewshot import inner
+
 
 def check_stage_results(config, stages: tuple[str, ...], workdir: str) -> None:
     """The results of the stages `config.mode` does not run and no `init.*` key replaces.
@@ -20,7 +22,8 @@ def check_stage_results(config, stages: tuple[str, ...], workdir: str) -> None:
     if {"metatrain", "eval"} & set(stages) and "pretrain" not in stages:
         if not config.init.backbone:
             stage_result(workdir, "pretrain", "init.backbone")
-    if "eval" in stages and "metatrain" not in stages and not config.init.cwt:
+    adapts = config.inner.objective in inner.CWT_OBJECTIVES  # repri needs no CWT
+    if "eval" in stages and "metatrain" not in stages and not config.init.cwt and adapts:
         stage_result(workdir, "metatrain", "init.cwt")
 
 
@@ -55,4 +58,29 @@ def warn_on_another_shot(path: str, shot: int, key: str) -> None:
             settings_path,
             shot,
             shot,
+        )
+
+
+def warn_on_another_objective(path: str, objective: str, key: str) -> None:
+    """Warns when the CWT at `path` was meta-trained on another `inner.objective`.
+
+    The CWT learns to adapt the classifiers of its meta-training's inner loop; a run's
+    checkpoint folder says which in its stage's settings.json (older runs and converted
+    files say nothing and are not checked).
+    """
+    settings_path = os.path.join(os.path.dirname(os.path.normpath(path)), "settings.json")
+    if not os.path.isfile(settings_path):
+        return
+    with open(settings_path) as file:
+        trained = json.load(file).get("inner.objective")
+    if trained is not None and trained != objective:
+        logging.warning(
+            "%s=%s was meta-trained on the %s inner objective (%s) and adapts %s classifiers "
+            "here; set inner.objective=%s to evaluate it as it was trained.",
+            key,
+            path,
+            trained,
+            settings_path,
+            objective,
+            trained,
         )
