@@ -97,6 +97,29 @@ def base() -> ml_collections.ConfigDict:
     # Meta-learn a factor exp(log_lr) on each weight's inner updates (Meta-SGD), from 1;
     # needs metatrain.inner_gradient first_order or full
     config.inner.learn_lr = False
+    # What the inner loop fits, and on what: support (CWT's: the (2, C) classifier on the
+    # supports' cross-entropy) | transductive (the same classifier on that cross-entropy
+    # plus RePRI's entropy and KL terms on the query's features, scheduled by
+    # inner.repri.weights, fb_param_update and fb_param_type) | repri (RePRI's own
+    # inference, inner.repri; a prototype classifier the CWT does not adapt)
+    config.inner.objective = "support"
+    # RePRI's inference (config_files/pascal.yaml's CLASSIFIER and EVALUATION.norm_feat):
+    # the official settings, named as there
+    config.inner.repri = ml_collections.ConfigDict()
+    config.inner.repri.temperature = 20.0
+    config.inner.repri.adapt_iter = 50  # the loop's range(1, adapt_iter): 49 updates
+    config.inner.repri.fb_param_update = (10,)  # iterations that re-estimate π; λ2 += 1
+    config.inner.repri.fb_param_type = "soft"  # π from the predicted proportions
+    config.inner.repri.weights = (1.0, "auto", "auto")  # λ1 CE, λ2 KL, λ3 H; auto: 1/shot
+    config.inner.repri.norm_feat = True  # L2-normalise the features first
+    # The query pixels the KL and entropy count: labelled (the official code: those not
+    # 255 in the query's label, i.e. not padding nor VOC's object borders) | all (no
+    # label read). The transductive objective counts all of them
+    config.inner.repri.query_pixels = "labelled"
+    config.inner.repri.optimizer = "sgd"  # any optax optimiser taking learning_rate
+    config.inner.repri.optimizer_args = ml_collections.ConfigDict()
+    config.inner.repri.lr = 0.025
+    config.inner.repri.weight_decay = 0.0  # coupled, as PyTorch's
 
     config.cwt = ml_collections.ConfigDict()
     config.cwt.heads = 4
@@ -143,6 +166,9 @@ def base() -> ml_collections.ConfigDict:
     config.eval.cache_memory = "device"  # split over devices | replicated | host (RAM)
     config.eval.episodes = ""  # JSON episode list to evaluate instead of sampling
     config.eval.visualize = 0  # number of PNG panels to write
+    # Further inner objectives scored on the same episodes beside inner.objective's (each
+    # without the CWT), e.g. (support, repri); empty: inner.objective's only
+    config.eval.objectives = ()
     return config
 
 

@@ -54,6 +54,8 @@ def parse_flags(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS) ->
     """Parses the command line; a bad flag, config file or key ends the run with one line.
 
     A missing or invalid flag is reported on one line (absl gives one per missing flag).
+    A tuple of bare words, `--config.eval.objectives=(support,repri)`, is read as a tuple
+    of strings.
     For the programs with a `--config` flag (`define_config_flag`): config files
     import their shared base as `configs.common`: the folder holding the
     config file's folder goes on the import path, so a config file works from anywhere.
@@ -82,6 +84,8 @@ def parse_flags(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS) ->
         if not os.path.isfile(config_files[-1]):
             sys.exit(f"error: --config={config_files[-1]} does not exist; see configs/.")
         sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(config_files[-1]))))
+    argv = [_quote_bare_words(arg) for arg in argv]
+    sys.argv[:] = [_quote_bare_words(arg) for arg in sys.argv]
     late_overrides = [match for match in map(_LATE_OVERRIDE.fullmatch, argv) if match]
     overrides = [arg.split("=")[0] for arg in argv if arg.startswith("--config.")]
     argv = [arg for arg in argv if not _LATE_OVERRIDE.fullmatch(arg)]
@@ -159,6 +163,27 @@ def _unknown_override(config_file: str, overrides: list[str]) -> str:
                 return f"{override} names no config key; {hint}"
             section = section[name]
     return f"{' '.join(overrides)} names no config key; see configs/common.py for the keys."
+
+
+def _quote_bare_words(arg: str) -> str:
+    """`--config.key=(a,b)` as `--config.key=('a','b')`: a tuple's bare words as strings.
+
+    config_flags reads a tuple override as a Python literal, which `(support,repri)` or
+    `(1.0,auto,auto)` is not; items that are literals stay as they are.
+    """
+    match = re.fullmatch(r"(--config\.[\w.]+=)\((.*)\)", arg, re.DOTALL)
+    if match is None:
+        return arg
+    try:
+        ast.literal_eval(f"({match.group(2)})")
+        return arg
+    except (ValueError, SyntaxError):
+        pass
+    items = [item.strip() for item in match.group(2).split(",")]
+    if not all(re.fullmatch(r"[\w.+-]*", item) for item in items):
+        return arg
+    quoted = [repr(_literal(item)) for item in items if item]
+    return f"{match.group(1)}({', '.join(quoted)}{',' if len(quoted) == 1 else ''})"
 
 
 def _literal(text: str):

@@ -6,7 +6,7 @@ from cwt_jax import models, optimizers
 from cwt_jax.data import classes, cross_domain, transforms
 from cwt_jax.errors import ConfigError
 from cwt_jax.evaluation import feature_cache, results
-from cwt_jax.fewshot import inner
+from cwt_jax.fewshot import inner, repri
 from cwt_jax.models import vit
 from cwt_jax.training import metatrain
 
@@ -34,7 +34,8 @@ def validate(config) -> None:
     model = models.from_config(config.model)
     if models.is_frozen_encoder(model):
         _frozen_encoder(config, model, stages)
-    inner.from_config(config)  # the inner optimiser and its arguments
+    inner.from_config(config)  # the inner optimisers and their arguments
+    _objectives(config, stages)
     _one_of("inner.init", config.inner.init, inner.CLASSIFIER_INITS)
     if not isinstance(config.inner.learn_lr, bool):
         raise ConfigError(f"inner.learn_lr={config.inner.learn_lr!r} must be True or False.")
@@ -96,6 +97,79 @@ def validate(config) -> None:
         _seeds(config.eval)
         _at_least_one("eval.num_episodes", config.eval.num_episodes)
         _one_of("eval.label_resolution", config.eval.label_resolution, results.LABEL_RESOLUTIONS)
+
+
+def _objectives(config, stages) -> None:
+    """`inner.objective`, `eval.objectives` and RePRI's settings where an objective reads them."""
+    objective = config.inner.objective
+    _one_of("inner.objective", objective, inner.OBJECTIVES)
+    for name in config.eval.objectives:
+        _one_of("eval.objectives", name, inner.OBJECTIVES)
+    if len(set(config.eval.objectives)) < len(config.eval.objectives):
+        raise ConfigError(f"eval.objectives={config.eval.objectives!r} repeats an objective.")
+    if objective == "repri":
+        if config.mode == "metatrain":
+            raise ConfigError(
+                "inner.objective=repri fits RePRI's prototype classifier, which the CWT does "
+                "not adapt: there is no CWT to meta-train; use support or transductive."
+            )
+        learned = [
+            key
+            for key, on in (
+                ("inner.init=learned", config.inner.init == "learned"),
+                ("inner.learn_lr=True", config.inner.learn_lr),
+            )
+            if on
+        ]
+        if learned:
+            raise ConfigError(
+                f"inner.objective=repri starts from the support prototype at its own rate "
+                f"(inner.repri.lr): {' and '.join(learned)} would go unused; set "
+                "inner.init=torch and inner.learn_lr=False, or use support or transductive."
+            )
+    used = {objective, *config.eval.objectives} if {"metatrain", "eval"} & set(stages) else set()
+    if used & {"repri", "transductive"}:
+        _repri(config.inner.repri, config.inner.steps, used)
+
+
+def _repri(section, inner_steps: int, used: set[str]) -> None:
+    """`inner.repri`: RePRI's settings, and the query terms of the transductive objective."""
+    _one_of("inner.repri.fb_param_type", section.fb_param_type, repri.FB_PARAM_TYPES)
+    _one_of("inner.repri.query_pixels", section.query_pixels, repri.QUERY_PIXELS)
+    weights = tuple(section.weights)
+    if len(weights) != 3 or not all(
+        weight == "auto"
+        or (isinstance(weight, int | float) and not isinstance(weight, bool) and weight >= 0)
+        for weight in weights
+    ):
+        raise ConfigError(
+            f"inner.repri.weights={weights!r} must be three weights (CE, KL, entropy), each "
+            "a number >= 0 or auto (1/shot)."
+        )
+    if "repri" in used:
+        _at_least_one("inner.repri.adapt_iter", section.adapt_iter)
+        temperature = section.temperature
+        if isinstance(temperature, bool) or not isinstance(temperature, int | float):
+            raise ConfigError(f"inner.repri.temperature={temperature!r} must be a number.")
+        if not isinstance(section.norm_feat, bool):
+            raise ConfigError(f"inner.repri.norm_feat={section.norm_feat!r} must be True or False.")
+    loops = {
+        "repri": ("inner.repri.adapt_iter", section.adapt_iter - 1),
+        "transductive": ("inner.steps", inner_steps),
+    }
+    for objective in sorted(used & set(loops)):
+        key, updates = loops[objective]
+        for iteration in section.fb_param_update:
+            if (
+                isinstance(iteration, bool)
+                or not isinstance(iteration, int)
+                or not (2 <= iteration <= updates)
+            ):
+                raise ConfigError(
+                    f"inner.repri.fb_param_update={tuple(section.fb_param_update)!r}: the "
+                    f"{objective} loop re-estimates π before its updates 2..{updates} "
+                    f"({key}), not before {iteration!r}."
+                )
 
 
 def _data(config, stages) -> None:

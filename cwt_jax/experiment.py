@@ -58,6 +58,10 @@ def run(config, workdir: str, report: Callable[[str], None] | None = None) -> No
                 config.init.cwt, model.feature_channels, config, "init.cwt"
             )
             starting.warn_on_another_shot(config.init.cwt, config.data.shot, "init.cwt")
+            if config.inner.objective in inner.CWT_OBJECTIVES:
+                starting.warn_on_another_objective(
+                    config.init.cwt, config.inner.objective, "init.cwt"
+                )
         if config.eval.episodes and "eval" in stages:
             episode_list = data.read_episode_list(config.eval.episodes)
         starting.check_stage_results(config, stages, workdir)
@@ -93,14 +97,23 @@ def run(config, workdir: str, report: Callable[[str], None] | None = None) -> No
         if backbone is None:
             backbone = starting.stage_result(workdir, "pretrain", "init.backbone")
             model, backbone = loading.load_backbone(backbone, model, "init.backbone")
-        if "metatrain" in stages and meta_params is None:
+        adapts = config.inner.objective in inner.CWT_OBJECTIVES
+        if "metatrain" in stages and not adapts:
+            report(
+                "Stage 2 (metatrain) skipped: inner.objective=repri fits RePRI's prototype "
+                "classifier, which no CWT adapts."
+            )
+        if "metatrain" in stages and meta_params is None and adapts:
             metatrain(config, model, inner_loop, inputs, backbone, workdir, writer, report)
         if "eval" not in stages:
             return
+        if meta_params is None and not adapts:
+            meta_params = {"cwt": {}, "inner": {}}  # RePRI and the objectives beside it
         if meta_params is None:
             path = starting.stage_result(workdir, "metatrain", "init.cwt")
             meta_params = loading.load_meta_params(path, model.feature_channels, config, "init.cwt")
             starting.warn_on_another_shot(path, config.data.shot, "init.cwt")
+            starting.warn_on_another_objective(path, config.inner.objective, "init.cwt")
         evaluate.evaluate(
             config,
             model,

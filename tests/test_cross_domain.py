@@ -336,6 +336,28 @@ def test_pascal_to_dataset_evaluates_pth_checkpoints_end_to_end(
     assert os.listdir(tmp_path / "run" / "visualize") == ["episode0000_class1.png"]
 
 
+def test_pascal_to_dataset_evaluates_repri_with_the_objective_flag(trees, torch_weights, tmp_path):
+    """RePRI's inference under PATNet's protocol: a backbone, no CWT."""
+    config = importlib.import_module("configs.pascal_to_isic_1shot").get_config()
+    config = tiny(
+        config,
+        {
+            "mode": "eval",
+            "inner.objective": "repri",
+            "data.test_root": trees["isic"][0],
+            "data.cache_dir": str(tmp_path / "tfds"),
+            "init.backbone": torch_weights["backbone"],
+            "eval.visualize": 1,
+        },
+    )
+    experiment.run(config, str(tmp_path / "run"))
+    with open(tmp_path / "run" / "results.json") as f:
+        results = json.load(f)
+    assert "cwt" not in results and results["repri"]["miou"] == results["miou"]
+    assert results["protocol"]["objectives"] == {"repri": {"optimizer": "sgd", "updates": 49}}
+    assert os.listdir(tmp_path / "run" / "visualize") == ["episode0000_class1.png"]
+
+
 def test_own_classes_in_a_folder_are_meta_trained_and_evaluated(torch_weights, tmp_path):
     """docs/cross_domain.md's example: train, val and test classes named on the command line."""
     root = tmp_path / "my_classes"

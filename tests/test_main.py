@@ -518,6 +518,10 @@ def test_a_seed_gives_its_run_wherever_it_stands_and_both_resolutions_are_report
         "shot": 1,
         "inner_optimizer": TINY["inner.optimizer"],
         "inner_steps": TINY["inner.steps"],
+        "inner_objective": "support",
+        "objectives": {
+            "support": {"optimizer": TINY["inner.optimizer"], "updates": TINY["inner.steps"]}
+        },
         "aggregation": "mean ± std over runs",
     }
     assert all("original_cwt_miou" in line for line in read_metrics(workdir))

@@ -32,15 +32,27 @@ def test_few_shot_iou_sums_each_class_over_its_own_episodes():
     assert run["fb_iou"] == pytest.approx((background + foreground) / 2)
 
 
-def summary_config(label_resolution, seeds=(), deterministic=False):
+def summary_config(
+    label_resolution, seeds=(), objective="support", objectives=(), deterministic=False
+):
     """The settings `results.summarize` records."""
     return ml_collections.ConfigDict(
         {
             "seed": 0,
             "deterministic": deterministic,
             "data": {"image_size": 64, "shot": 1},
-            "inner": {"optimizer": "adam", "steps": 7},
-            "eval": {"episodes": "", "seeds": seeds, "label_resolution": label_resolution},
+            "inner": {
+                "optimizer": "adam",
+                "steps": 7,
+                "objective": objective,
+                "repri": {"optimizer": "sgd", "adapt_iter": 50},
+            },
+            "eval": {
+                "episodes": "",
+                "seeds": seeds,
+                "label_resolution": label_resolution,
+                "objectives": objectives,
+            },
         }
     )
 
@@ -150,6 +162,8 @@ def test_both_resolutions_are_reported_padded_first_and_the_protocol_is_recorded
         "shot": 1,
         "inner_optimizer": "adam",
         "inner_steps": 7,
+        "inner_objective": "support",
+        "objectives": {"support": {"optimizer": "adam", "updates": 7}},
         "aggregation": "mean ± std over runs",
     }
     assert [run["seed"] for run in summary["runs"]] == [4, 2]
@@ -169,7 +183,7 @@ def test_both_resolutions_are_reported_padded_first_and_the_protocol_is_recorded
     table = results.format_table(summary, names).splitlines()
     # The setting and the data fingerprint head the table.
     assert table[0] == (
-        "1-shot, inner optimiser adam x 7 steps, labels both, 2 run(s) of 3 episodes; "
+        "1-shot, inner objective support (adam x 7 steps), labels both, 2 run(s) of 3 episodes; "
         "data fingerprint cdcdcdcdcdcdcdcd"
     )
     assert table[1] == "Labels at the padded test size (64 px):"
@@ -188,3 +202,51 @@ def test_both_resolutions_are_reported_padded_first_and_the_protocol_is_recorded
     assert table[4].split() == ["mIoU", "0.6000±0.1000", "0.3000±0.1000"]
     assert table[-2].split() == ["mIoU", "0.6200±0.1000", "0.3200±0.1000"]
     assert results.run_scalars(runs[0])["original_cwt_miou"] == pytest.approx(0.52)
+
+
+def test_the_table_names_each_objective_and_gives_it_a_column():
+    """RePRI's column beside the CWT's and the transductive classifier's it adapts."""
+
+    def run(value):
+        return {"miou": value, "fb_iou": value, "per_class_iou": {1: value}}
+
+    runs = [
+        {"seed": 0, "cwt": run(0.6), "transductive": run(0.5), "repri": run(0.4)},
+        {"seed": 1, "cwt": run(0.8), "transductive": run(0.7), "repri": run(0.2)},
+    ]
+    config = summary_config("padded", objective="transductive", objectives=("repri",))
+    summary = results.summarize(
+        runs,
+        config,
+        classes={1: "circle"},
+        episodes=[2, 2],
+        timing={"wall_time_s": 1.0},
+        data_fingerprint="ab" * 32,
+    )
+    assert summary["miou"] == pytest.approx(0.7)  # the CWT's at the top
+    assert summary["repri"]["miou"] == pytest.approx(0.3)
+    assert "support_only" not in summary
+    table = results.format_table(summary, {1: "circle"}).splitlines()
+    assert table[0].startswith(
+        "1-shot, inner objectives transductive (adam x 7 steps), repri (sgd x 49 steps), "
+    )
+    assert table[2].split() == ["class", "CWT", "transductive", "RePRI"]
+    assert table[4].split() == ["mIoU", "0.7000±0.1000", "0.6000±0.1000", "0.3000±0.1000"]
+    assert set(results.run_scalars(runs[0])) == {
+        f"{method}_{key}" for method in runs[0] if method != "seed" for key in ("miou", "fb_iou")
+    }
+
+    alone = [{"seed": 0, "repri": run(0.4)}]
+    summary = results.summarize(
+        alone,
+        summary_config("padded", objective="repri"),
+        classes={1: "circle"},
+        episodes=[2],
+        timing={"wall_time_s": 1.0},
+        data_fingerprint="ab" * 32,
+    )
+    assert summary["miou"] == pytest.approx(0.4) and "cwt" not in summary
+    assert results.format_table(summary, {1: "circle"}).splitlines()[2].split() == [
+        "class",
+        "RePRI",
+    ]

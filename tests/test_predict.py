@@ -24,7 +24,7 @@ from configs import common
 from cwt_jax import compilation, data, models, predict, seeds
 from cwt_jax.data import transforms
 from cwt_jax.evaluation import evaluate
-from cwt_jax.fewshot import inner
+from cwt_jax.fewshot import episode, inner
 from cwt_jax.models import cwt
 from cwt_jax.predict import command, image_files
 from cwt_jax.weights import checkpoints, pytorch
@@ -81,30 +81,43 @@ def uint8_example(split, index):
     return image.astype(np.uint8), mask
 
 
-def test_predictions_on_padded_size_images_equal_evaluations(model, weights, val_split):
+@pytest.mark.parametrize("objective", ["support", "transductive", "repri"])
+def test_predictions_on_padded_size_images_equal_evaluations(model, weights, val_split, objective):
     """On SIZE x SIZE images at image_size=SIZE (no resize, no padding, no crop), the CWT
     and support-only masks of `predict.predictions` from the raw uint8 images and
     class-id masks equal, pixel for pixel, those `evaluate.make_scores` (mode=eval's
     scoring) returns for the episodes `data.episodes_from_list` makes of the same images:
-    the query with the same support, class 1.
+    the query with the same support, class 1. With each inner objective; RePRI's query
+    terms over all pixels (a query without a label has no 255 band to leave out).
 
     Compared exactly: the preprocessed images and masks (predict's against the episodes'),
     then the masks. Evaluation scores features, so it is fed the features predict computes,
     in predict's backbone passes (a batch of 4: XLA's CPU convolutions round differently
     for other batch shapes). Each of its 4 episodes is keyed as episode 0 of the run key
     of `seed`, the key scheme predict uses for its one classifier. The inner loop runs
-    vmapped over the 4 episodes in evaluation and once in predict; the CWT and the
-    threshold run vmapped over 4 queries in both.
+    vmapped over the 4 episodes in evaluation and once in predict (per query too with the
+    objectives that read the query); the CWT and the threshold run vmapped over 4
+    queries in both.
     """
     backbone, cwt_params, _ = weights
-    settings = settings_of(class_id=CLASS, batch_size=4)
+    # Light query terms: at this step the transductive classifier of the random backbone's
+    # features otherwise predicts one class everywhere.
+    repri_section = {
+        **common.base().inner.repri.to_dict(),
+        "query_pixels": "all",
+        "weights": (1.0, 0.1, 0.1),
+        "fb_param_update": (3,),
+    }
+    settings = settings_of(
+        class_id=CLASS, batch_size=4, inner_objective=objective, repri=repri_section
+    )
     support_image, support_mask = uint8_example(val_split, 0)
     queries = [uint8_example(val_split, index)[0] for index in range(1, 5)]
     specs = [
         {"class_id": CLASS, "query_id": val_split.ids[index], "support_ids": [val_split.ids[0]]}
         for index in range(1, 5)
     ]
-    episodes = [data.episodes_from_list(val_split, specs, image_size=SIZE)[i] for i in range(4)]
+    records = [data.episodes_from_list(val_split, specs, image_size=SIZE)[i] for i in range(4)]
 
     support_input, support_input_mask = predict.preprocess(
         support_image, predict.foreground_mask(support_mask, CLASS), SIZE
@@ -112,10 +125,10 @@ def test_predictions_on_padded_size_images_equal_evaluations(model, weights, val
     query_inputs = np.stack(
         [predict.preprocess(q, np.zeros(q.shape[:2], np.uint8), SIZE)[0] for q in queries]
     )
-    for episode, query_input in zip(episodes, query_inputs, strict=True):
-        np.testing.assert_array_equal(episode["support_images"][0], support_input)
-        np.testing.assert_array_equal(episode["support_masks"][0], support_input_mask)
-        np.testing.assert_array_equal(episode["query_image"], query_input)
+    for record, query_input in zip(records, query_inputs, strict=True):
+        np.testing.assert_array_equal(record["support_images"][0], support_input)
+        np.testing.assert_array_equal(record["support_masks"][0], support_input_mask)
+        np.testing.assert_array_equal(record["query_image"], query_input)
 
     support_features = models.apply_backbone(
         model, backbone, predict.padded_batch(support_input[None], 4)
@@ -123,16 +136,17 @@ def test_predictions_on_padded_size_images_equal_evaluations(model, weights, val
     query_features = models.apply_backbone(model, backbone, query_inputs)
     inner_config = ml_collections.ConfigDict(
         {"optimizer": "sgd", "optimizer_args": {}, "lr": LR, "weight_decay": 0.0}
-        | {"steps": STEPS, "init": "torch", "learn_lr": False}
+        | {"steps": STEPS, "init": "torch", "learn_lr": False, "objective": objective}
+        | {"repri": repri_section}
     )
     config = ml_collections.ConfigDict(
         {"inner": inner_config, "metatrain": {"inner_gradient": "none"}}
     )
     batch = {
         "support_features": np.broadcast_to(support_features, (4, *support_features.shape)),
-        "support_masks": np.stack([episode["support_masks"] for episode in episodes]),
+        "support_masks": np.stack([record["support_masks"] for record in records]),
         "query_features": query_features,
-        "query_mask": np.stack([episode["query_mask"] for episode in episodes]),
+        "query_mask": np.stack([record["query_mask"] for record in records]),
         "episode": np.zeros(4, np.int32),
     }
     run_key = seeds.key(settings.seed, seeds.Stream.EVALUATION)
@@ -144,7 +158,8 @@ def test_predictions_on_padded_size_images_equal_evaluations(model, weights, val
             model, backbone, cwt_params, [support_image], [support_mask], queries, settings
         )
     )
-    for method in predict.METHODS:
+    assert set(expected) == set(predicted[0]) == set(episode.methods(objective))
+    for method in expected:
         actual = np.stack([masks[method] for masks in predicted])
         np.testing.assert_array_equal(actual, np.asarray(expected[method]))
         assert 0 < actual.mean() < 1  # both classes occur: the comparison says something
@@ -334,6 +349,39 @@ def test_command_writes_masks_overlays_and_predictions_json(weights, files, mode
         assert 0 <= entry["iou_with_support_only"] <= 1
 
 
+@pytest.mark.parametrize("objective", ["repri", "transductive"])
+def test_command_takes_the_inner_objective(weights, files, model, tmp_path, objective):
+    """--inner_objective=repri needs no --cwt and writes RePRI's masks; transductive
+    writes the CWT's and compares them with the classifier it adapts."""
+    output = tmp_path / "out"
+    cwt_path = None if objective == "repri" else weights[2]["cwt_orbax"]
+    argv = command_line(weights, files, output, inner_objective=objective, cwt=cwt_path)
+    assert run_main(argv) is None
+    summary = json.loads((output / "predictions.json").read_text())
+    assert summary["settings"]["inner_objective"] == objective
+    official = json.loads(json.dumps(common.base().inner.repri.to_dict()))
+    assert summary["settings"]["repri"] == official
+    queries = [image_files.read_image(path, "--query") for path in files["query_paths"]]
+    expected = list(
+        predict.predictions(
+            model,
+            weights[0],
+            weights[1],
+            [image_files.read_image(files["support"], "s")],
+            [image_files.read_mask(files["mask"], "m")],
+            queries,
+            predict.Settings(**summary["settings"]),
+        )
+    )
+    written = "repri" if objective == "repri" else "cwt"
+    for entry, masks in zip(summary["queries"], expected, strict=True):
+        assert entry["method"] == written
+        mask = cv2.imread(str(output / entry["mask"]), cv2.IMREAD_UNCHANGED)
+        np.testing.assert_array_equal(mask, masks[written] * 255)
+        if objective == "transductive":
+            assert 0 <= entry["iou_with_transductive"] <= 1
+
+
 def error_cases(weights, files, root):
     """{case: (flag overrides, texts of the one-line message)} of inputs that stop the command."""
     (root / "empty").mkdir()
@@ -392,6 +440,18 @@ def error_cases(weights, files, root):
             {"inner_init": "learned"},
             ["--cwt=", "holds no meta-learned classifier initialisation", "--inner_init=torch"],
         ),
+        "repri_with_cwt": (
+            {"inner_objective": "repri"},
+            ["--inner_objective=repri", "--cwt=", "would go unused; leave --cwt out"],
+        ),
+        "repri_with_learned_init": (
+            {"inner_objective": "repri", "cwt": None, "inner_init": "learned"},
+            ["--inner_init=learned would go unused"],
+        ),
+        "no_cwt": (
+            {"inner_objective": "transductive", "cwt": None},
+            ["--inner_objective=transductive", "give the CWT with --cwt"],
+        ),
     }
 
 
@@ -409,6 +469,9 @@ CASES = [
     "optimizer",
     "learned_init_unused",
     "learned_init_missing",
+    "repri_with_cwt",
+    "repri_with_learned_init",
+    "no_cwt",
 ]
 
 

@@ -93,7 +93,7 @@ def test_original_resolution_counts_match_numpy_on_tiny_episodes():
         side = max(height, width)
         target = np.full((side, side), 255)  # PFENet's backmask
         target[:height, :width] = mask
-        for method in evaluate.METHODS:
+        for method in differences:
             logits = np.stack([np.zeros((feature_size,) * 2), np.asarray(differences[method])])
             prediction = torch_ori_resize(logits.astype(np.float32), TEST_SIZE, side).argmax(0)
             valid = target != 255

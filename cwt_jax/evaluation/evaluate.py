@@ -23,13 +23,11 @@ from cwt_jax import compilation, data, models, seeds, sharding
 from cwt_jax.data import input_pipeline
 from cwt_jax.evaluation import feature_source, metrics, results, visualize
 from cwt_jax.evaluation.metric_writer import MetricWriter
-from cwt_jax.fewshot import classifier, episode, inner
-
-METHODS = results.METHODS
+from cwt_jax.fewshot import classifier, episode, inner, repri
 
 
 @functools.cache
-def make_scores(model, inner_loop: inner.InnerLoop) -> Callable:
+def make_scores(model, inner_loop: inner.InnerLoop, objectives: tuple[str, ...] = ()) -> Callable:
     """A jitted function scoring a batch of episodes from their features.
 
     Each episode is `episode.episode_logit_differences`, its classifier initialisation
@@ -37,25 +35,41 @@ def make_scores(model, inner_loop: inner.InnerLoop) -> Callable:
     episodes are batched or sharded, nor on where their features come from. The
     differences are compared with the padded test-size masks (`classifier.foreground`)
     and, where the batch holds query_original_mask, with the original masks
-    (`classifier.foreground_at_side`, PFENet's `ori_resize`). One function per model and
-    inner-loop settings: meta-training's validation and evaluation share its programs.
+    (`classifier.foreground_at_side`, PFENet's `ori_resize`). One function per model,
+    inner-loop settings and further objectives: meta-training's validation and
+    evaluation share its programs. RePRI's query terms count the query pixels
+    `inner.repri.query_pixels` names, read from the padded query mask's 255 pixels.
+
+    Args:
+      model: the backbone.
+      inner_loop: the inner loop's settings; the CWT adapts its objective's classifier.
+      objectives: further objectives scored without the CWT (`eval.objectives`).
 
     Returns:
       `scores(params, batch, run_key)` -> ({resolution: {method: (intersections (B, 2),
       unions (B, 2))}}, {method: predictions (B, S, S)}), resolution "padded" and, with
-      original masks, "original"; `params` are the meta-learned `{"cwt", "inner"}` (see
+      original masks, "original", methods `episode.methods(inner_loop.objective,
+      objectives)`; `params` are the meta-learned `{"cwt", "inner"}` (see
       `fewshot.inner`), `batch` as `feature_source` yields it.
     """
+    scored = episode.methods(inner_loop.objective, objectives)
 
     @jax.jit
     def scores(params, batch, run_key):
         size = batch["query_mask"].shape[-2:]
 
-        def differences_of(support_features, support_masks, query_features, index):
+        def differences_of(support_features, support_masks, query_features, query_mask, index):
             init_key, _ = episode.episode_keys(run_key, index)
             init = inner.init_classifier(
                 init_key, params["inner"], model.feature_channels, inner_loop.init
             )
+            valid = None
+            if "repri" in scored:
+                valid = repri.query_valid(
+                    query_mask,
+                    query_features.shape[:2],
+                    inner_loop.repri_settings.query_pixels,
+                )
             return episode.episode_logit_differences(
                 params,
                 support_features.astype(jnp.float32),
@@ -63,12 +77,12 @@ def make_scores(model, inner_loop: inner.InnerLoop) -> Callable:
                 query_features.astype(jnp.float32),
                 init,
                 inner_loop,
+                objectives=objectives,
+                query_valid=valid,
             )
 
-        differences = jax.vmap(differences_of)(
-            *(batch[name] for name in ("support_features", "support_masks", "query_features")),
-            batch["episode"],
-        )
+        names = ("support_features", "support_masks", "query_features", "query_mask", "episode")
+        differences = jax.vmap(differences_of)(*(batch[name] for name in names))
         predictions = {m: classifier.foreground(d, size) for m, d in differences.items()}
         compared = {"padded": (predictions, batch["query_mask"])}
         if "query_original_mask" in batch:
@@ -81,7 +95,7 @@ def make_scores(model, inner_loop: inner.InnerLoop) -> Callable:
                 method: jax.vmap(lambda p, m: metrics.intersection_union(p, m, 2))(
                     maps[method], labels
                 )
-                for method in METHODS
+                for method in scored
             }
             for resolution, (maps, labels) in compared.items()
         }
@@ -118,9 +132,10 @@ def run_episodes(
       description: progress bar label.
 
     Returns:
-      {method: {"miou", "fb_iou", "per_class_iou"}} for "cwt" and "support_only" at the
-      padded test size, with the same at the original resolution under
-      "original_resolution" where the source yields original masks; and {method:
+      {method: {"miou", "fb_iou", "per_class_iou"}} for each method the scores have
+      (`make_scores`), e.g. "cwt" and "support_only", at the padded test size, with the
+      same at the original resolution under "original_resolution" where the source
+      yields original masks; and {method:
       {"predictions" (N, S, S), "iou" (N,)}} of the first N = keep_predictions episodes.
     """
     padded = list(specs) + [specs[-1]] * (-len(specs) % batch_size)
@@ -143,10 +158,11 @@ def run_episodes(
             kept.append(predictions)
     class_ids, episodes, counts, kept = sharding.gather((class_ids, episodes, counts, kept))
     episodes = np.concatenate(episodes)
+    scored = results.methods_of(counts[0]["padded"])
     counts = {  # resolution -> method -> (E, 2) intersections and unions
         resolution: {
             method: [np.concatenate([c[resolution][method][i] for c in counts]) for i in (0, 1)]
-            for method in METHODS
+            for method in scored
         }
         for resolution in counts[0]
     }
@@ -155,7 +171,7 @@ def run_episodes(
     summaries = {
         resolution: {
             method: metrics.summarize_episodes(class_ids, c[method][0][real], c[method][1][real])
-            for method in METHODS
+            for method in scored
         }
         for resolution, c in counts.items()
     }
@@ -171,9 +187,14 @@ def run_episodes(
                 counts["padded"][method][0][first, 1], counts["padded"][method][1][first, 1]
             ),
         }
-        for method in METHODS
+        for method in scored
     }
     return run, shown
+
+
+def evaluated_objectives(config) -> tuple[str, ...]:
+    """The inner objectives an evaluation scores: `inner.objective`, then `eval.objectives`."""
+    return tuple(dict.fromkeys((config.inner.objective, *config.eval.objectives)))
 
 
 def evaluation_seeds(config, episode_list: list[dict] | None) -> list[int]:
@@ -254,7 +275,8 @@ def evaluate(
         if source.cache is not None:  # its last passes may still be running on the devices
             jax.block_until_ready(source.cache.arrays)
         features_s = time.perf_counter() - start
-        scores, per_run = make_scores(model, inner_loop), []
+        objectives = evaluated_objectives(config)[1:]
+        scores, per_run = make_scores(model, inner_loop, objectives), []
         for run, (seed, specs) in enumerate(
             tqdm.tqdm(zip(run_seeds, runs, strict=True), desc="eval runs", total=len(runs))
         ):
@@ -278,8 +300,8 @@ def evaluate(
                 visualize.write_panels(
                     os.path.join(workdir, "visualize"),
                     episodes,
-                    {method: shown[method]["predictions"] for method in METHODS},
-                    {method: shown[method]["iou"] for method in METHODS},
+                    {method: shown[method]["predictions"] for method in shown},
+                    {method: shown[method]["iou"] for method in shown},
                     names,
                 )
     wall_time_s = time.perf_counter() - start

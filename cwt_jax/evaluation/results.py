@@ -10,8 +10,16 @@ import jax
 import numpy as np
 
 from cwt_jax import data, files
+from cwt_jax.fewshot import episode
 
-METHODS = ("cwt", "support_only")
+# What an evaluation scores (`episode.methods`), as the table labels it: the CWT adapting
+# inner.objective's classifier, and each objective's classifier without it.
+LABELS = {
+    "cwt": "CWT",
+    "support_only": "support-only",
+    "transductive": "transductive",
+    "repri": "RePRI",
+}
 # eval.label_resolution -> the resolution of results.json's top-level numbers
 TOP_LEVEL = {"padded": "padded", "original": "original", "both": "padded"}
 LABEL_RESOLUTIONS = tuple(TOP_LEVEL)
@@ -71,6 +79,11 @@ def _cpu_model() -> str:
     return platform.processor()
 
 
+def methods_of(run: dict) -> list[str]:
+    """The methods a run's numbers hold, in the order of `LABELS` (`episode.methods`')."""
+    return [method for method in LABELS if method in run]
+
+
 def at_resolution(run: dict, label_resolution: str) -> dict:
     """One run's numbers as `eval.label_resolution` reports them.
 
@@ -84,22 +97,23 @@ def at_resolution(run: dict, label_resolution: str) -> dict:
       for "both" the original resolution's under "original_resolution".
     """
     if label_resolution == "padded":
-        return {method: run[method] for method in METHODS}
+        return {method: run[method] for method in methods_of(run)}
     if label_resolution == "original":
         return dict(run["original_resolution"])
     return {
-        **{method: run[method] for method in METHODS},
+        **{method: run[method] for method in methods_of(run)},
         "original_resolution": run["original_resolution"],
     }
 
 
 def run_scalars(run: dict) -> dict[str, float]:
     """A run's mIoU and FB-IoU per method for the metric writer (`at_resolution`'s run)."""
-    scalars = {f"{m}_{k}": run[m][k] for m in METHODS for k in ("miou", "fb_iou")}
+    methods = methods_of(run)
+    scalars = {f"{m}_{k}": run[m][k] for m in methods for k in ("miou", "fb_iou")}
     if "original_resolution" in run:
         original = run["original_resolution"]
         scalars |= {
-            f"original_{m}_{k}": original[m][k] for m in METHODS for k in ("miou", "fb_iou")
+            f"original_{m}_{k}": original[m][k] for m in methods for k in ("miou", "fb_iou")
         }
     return scalars
 
@@ -117,8 +131,8 @@ def summarize(
 
     Args:
       runs: per run, its "seed" and {method: {"miou", "fb_iou", "per_class_iou"}} for
-        "cwt" and "support_only" (`at_resolution`), with the same under
-        "original_resolution" where `eval.label_resolution` is "both".
+        each method scored (`at_resolution`), e.g. "cwt" and "support_only", with the
+        same under "original_resolution" where `eval.label_resolution` is "both".
       config: the run's config, recorded with the numbers.
       classes: class id -> name of the classes to evaluate; a class without episodes is
         left out of the means and listed under `classes_without_episodes`.
@@ -127,16 +141,18 @@ def summarize(
       data_fingerprint: `data.fingerprint` of the training and evaluation splits.
 
     Returns:
-      The CWT's numbers under `cwt` (`miou`, `miou_std`, `fb_iou`, `fb_iou_std`,
-      `per_class_iou`) and, for scripts, at the top level; the support-only classifier's
-      under `support_only`; with "both" resolutions, the same keys at the original
-      resolution under `original_resolution`; then `protocol` (label resolution, seeds,
-      episodes per run, test size, shot, aggregation), `class_names`,
+      Each method's numbers under its name (`miou`, `miou_std`, `fb_iou`, `fb_iou_std`,
+      `per_class_iou`), e.g. the CWT's under `cwt` and the support-only classifier's under
+      `support_only`, and the CWT's (where it is scored, else inner.objective's
+      classifier's) at the top level, for scripts; with "both" resolutions, the same
+      keys at the original resolution under `original_resolution`; then `protocol`
+      (label resolution, seeds, episodes per run, test size, shot, the inner objectives'
+      optimisers and updates, aggregation), `class_names`,
       `classes_without_episodes`, `episodes`, `overridden` (the settings an episode file
       replaces), `wall_time_s`, `timing`, `version`, `data` (the fingerprint and what
       it hashes), `environment` and `devices` (`environment()`), `runs` and `config`.
     """
-    cwt = _summary(runs)
+    top = _summary(runs, _top_method(runs[0], config))
     if config.eval.episodes:
         overridden = {key: f"by eval.episodes={config.eval.episodes}" for key in _BY_EPISODES}
     elif config.eval.seeds:
@@ -144,12 +160,16 @@ def summarize(
     else:
         overridden = {}
     original = (
-        {"original_resolution": _summary([run["original_resolution"] for run in runs])}
+        {
+            "original_resolution": _summary(
+                [run["original_resolution"] for run in runs], _top_method(runs[0], config)
+            )
+        }
         if "original_resolution" in runs[0]
         else {}
     )
     return {
-        **cwt,
+        **top,
         **original,
         "protocol": {
             "label_resolution": config.eval.label_resolution,
@@ -160,10 +180,12 @@ def summarize(
             "shot": config.data.shot,
             "inner_optimizer": config.inner.optimizer,
             "inner_steps": config.inner.steps,
+            "inner_objective": config.inner.objective,
+            "objectives": objective_settings(config),
             "aggregation": "mean ± std over runs",
         },
-        "class_names": {class_id: classes[class_id] for class_id in cwt["per_class_iou"]},
-        "classes_without_episodes": sorted(set(classes) - set(cwt["per_class_iou"])),
+        "class_names": {class_id: classes[class_id] for class_id in top["per_class_iou"]},
+        "classes_without_episodes": sorted(set(classes) - set(top["per_class_iou"])),
         "episodes": episodes,
         "overridden": overridden,
         "wall_time_s": timing["wall_time_s"],
@@ -180,10 +202,29 @@ def summarize(
     }
 
 
-def _summary(runs: list[dict]) -> dict:
-    """The CWT's summary over runs, with the support-only one under "support_only"."""
-    cwt = _method_summary(runs, "cwt")
-    return {**cwt, "cwt": cwt, "support_only": _method_summary(runs, "support_only")}
+def objective_settings(config) -> dict[str, dict]:
+    """Each scored objective's optimiser and number of updates, inner.objective's first."""
+    scored = dict.fromkeys((config.inner.objective, *config.eval.objectives))
+    repri = config.inner.repri
+    return {
+        objective: (
+            {"optimizer": repri.optimizer, "updates": repri.adapt_iter - 1}
+            if objective == "repri"
+            else {"optimizer": config.inner.optimizer, "updates": config.inner.steps}
+        )
+        for objective in scored
+    }
+
+
+def _top_method(run: dict, config) -> str:
+    """The CWT where it is scored, else inner.objective's classifier (RePRI's)."""
+    return "cwt" if "cwt" in run else episode.without_cwt(config.inner.objective)
+
+
+def _summary(runs: list[dict], top: str) -> dict:
+    """Each method's summary over runs under its name, `top`'s also at the top."""
+    summaries = {method: _method_summary(runs, method) for method in methods_of(runs[0])}
+    return {**summaries[top], **summaries}
 
 
 def _method_summary(runs: list[dict], method: str) -> dict:
@@ -215,17 +256,24 @@ def format_timing(timing: dict[str, float]) -> str:
 
 
 def format_table(summary: dict, names: dict[int, str]) -> str:
-    """A terminal table: per-class IoU, mIoU and FB-IoU, CWT beside support-only.
+    """A terminal table: per-class IoU, mIoU and FB-IoU, a column per method scored.
 
-    With several runs, mIoU and FB-IoU are given as mean ± standard deviation over them.
-    Each label resolution reported has a block of its own, the top level's first.
+    The CWT's column comes first, then each inner objective's without it (support-only
+    for the support objective). With several runs, mIoU and FB-IoU are given as mean ±
+    standard deviation over them. Each label resolution reported has a block of its own,
+    the top level's first.
     """
     several_runs = len(summary["runs"]) > 1
     protocol = summary["protocol"]
+    objectives = ", ".join(
+        f"{name} ({settings['optimizer']} x {settings['updates']} steps)"
+        for name, settings in protocol["objectives"].items()
+    )
+    plural = "s" if len(protocol["objectives"]) > 1 else ""
     lines = [
-        f"{protocol['shot']}-shot, inner optimiser {protocol['inner_optimizer']} x "
-        f"{protocol['inner_steps']} steps, labels {protocol['label_resolution']}, "
-        f"{len(summary['runs'])} run(s) of {protocol['episodes_per_run'][0]} episodes; "
+        f"{protocol['shot']}-shot, inner objective{plural} {objectives}, labels "
+        f"{protocol['label_resolution']}, {len(summary['runs'])} run(s) of "
+        f"{protocol['episodes_per_run'][0]} episodes; "
         f"data fingerprint {summary['data']['fingerprint'][:16]}"
         + ("; deterministic" if summary["config"]["deterministic"] else ""),
     ]
@@ -246,16 +294,25 @@ def format_table(summary: dict, names: dict[int, str]) -> str:
 
 
 def _block(numbers: dict, names: dict[int, str], several_runs: bool) -> list[str]:
-    """The table's lines of one label resolution."""
-    support_only = numbers["support_only"]
-    lines = [f"{'class':<16}{'CWT':>14}{'support-only':>16}"]
-    for class_id, value in numbers["per_class_iou"].items():
-        other = support_only["per_class_iou"][class_id]
-        lines.append(f"{class_id:>3} {names[class_id]:<12}{value:>14.4f}{other:>16.4f}")
+    """The table's lines of one label resolution: a column per method."""
+    methods = methods_of(numbers)
+    widths = [14] + [16] * (len(methods) - 1)
+    header = "".join(f"{LABELS[m]:>{w}}" for m, w in zip(methods, widths, strict=True))
+    lines = [f"{'class':<16}{header}"]
+    for class_id in numbers[methods[0]]["per_class_iou"]:
+        values = "".join(
+            f"{numbers[m]['per_class_iou'][class_id]:>{w}.4f}"
+            for m, w in zip(methods, widths, strict=True)
+        )
+        lines.append(f"{class_id:>3} {names[class_id]:<12}{values}")
     for key, label in (("miou", "mIoU"), ("fb_iou", "FB-IoU")):
-        values = [
-            f"{method[key]:.4f}" + (f"±{method[key + '_std']:.4f}" if several_runs else "")
-            for method in (numbers, support_only)
-        ]
-        lines.append(f"{label:<16}{values[0]:>14}{values[1]:>16}")
+        values = "".join(
+            f"{_mean_std(numbers[m], key, several_runs):>{w}}"
+            for m, w in zip(methods, widths, strict=True)
+        )
+        lines.append(f"{label:<16}{values}")
     return lines
+
+
+def _mean_std(numbers: dict, key: str, several_runs: bool) -> str:
+    return f"{numbers[key]:.4f}" + (f"±{numbers[key + '_std']:.4f}" if several_runs else "")

@@ -1,4 +1,4 @@
-"""PNG panels of episodes: every support, the ground truth and both predictions, labelled."""
+"""PNG panels of episodes: every support, the ground truth and each prediction, labelled."""
 
 import os
 
@@ -7,6 +7,7 @@ import numpy as np
 
 from cwt_jax import data
 from cwt_jax.data.labels import IGNORE_LABEL
+from cwt_jax.evaluation.results import LABELS
 
 TILE = 160  # side of each image in a panel, small enough to skim a folder of panels
 _TITLE = 18  # height of the title strip above each image
@@ -32,17 +33,19 @@ def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def panel(episode: dict, predictions: dict, ious: dict, class_name: str) -> np.ndarray:
-    """One episode as a row of titled tiles: supports, ground truth, CWT, support-only.
+    """One episode as a row of titled tiles: supports, ground truth, each method's prediction.
 
     Args:
       episode: an episode record (`data.episodes_from_list`): its K support images and
         masks, query image and mask.
-      predictions: {"cwt", "support_only"} -> (S, S) {0, 1} predictions of the query.
-      ious: {"cwt", "support_only"} -> the episode's foreground IoU.
+      predictions: method (a key of `results.LABELS`, e.g. "cwt", "support_only") ->
+        (S, S) {0, 1} predictions of the query, in the order of the tiles.
+      ious: method -> the episode's foreground IoU.
       class_name: the episode's class.
 
     Returns:
-      uint8 RGB (TILE + title, (K + 3) * TILE, 3); the query's padding stays blank.
+      uint8 RGB (TILE + title, (K + 1 + M) * TILE, 3) for M methods; the query's padding
+      stays blank.
     """
     query_mask = episode["query_mask"]
     tiles = [
@@ -52,7 +55,8 @@ def panel(episode: dict, predictions: dict, ious: dict, class_name: str) -> np.n
         )
     ]
     tiles.append((f"truth: {class_name}", overlay(episode["query_image"], query_mask)))
-    for method, label in (("cwt", "CWT"), ("support_only", "support-only")):
+    for method in predictions:
+        label = LABELS[method]
         prediction = np.where(query_mask == IGNORE_LABEL, IGNORE_LABEL, predictions[method])
         tiles.append(
             (f"{label} IoU {ious[method]:.2f}", overlay(episode["query_image"], prediction))
@@ -75,12 +79,12 @@ def write_panels(
     Args:
       directory: created if needed.
       episodes: indexable episode records (`data.episodes_from_list`).
-      predictions: {"cwt", "support_only"} -> (N, S, S) predictions of the first N episodes.
-      ious: {"cwt", "support_only"} -> (N,) their foreground IoUs.
+      predictions: method -> (N, S, S) predictions of the first N episodes (`panel`).
+      ious: method -> (N,) their foreground IoUs.
       class_names: class id -> name.
     """
     os.makedirs(directory, exist_ok=True)
-    for index in range(len(predictions["cwt"])):
+    for index in range(len(next(iter(predictions.values())))):
         episode = episodes[index]
         class_id = int(episode["class_id"])
         image = panel(

@@ -1,4 +1,4 @@
-"""The few-shot linear classifier: prediction and the support-set inner loop."""
+"""The few-shot linear classifier: prediction and the inner loop that fits it."""
 
 import functools
 
@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from cwt_jax.fewshot import losses
+from cwt_jax.fewshot import losses, repri
 from cwt_jax.models import interpolate
 
 
@@ -97,7 +97,7 @@ def foreground_at_side(
     return (resized > 0).astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("optimizer", "steps", "first_order"))
+@functools.partial(jax.jit, static_argnames=("optimizer", "steps", "first_order", "query_terms"))
 def fit(
     features: jnp.ndarray,
     masks: jnp.ndarray,
@@ -107,6 +107,8 @@ def fit(
     steps: int,
     log_learning_rate: jnp.ndarray | None = None,
     first_order: bool = False,
+    query_features: jnp.ndarray | None = None,
+    query_terms: repri.Settings | None = None,
 ) -> jnp.ndarray:
     """Fits the classifier on one episode's support set by `steps` optimiser updates.
 
@@ -115,6 +117,12 @@ def fit(
     updates run in one compiled `lax.fori_loop`; `optimizer` and `steps` are static,
     so build the optimiser once and reuse it to hit the compilation cache. Vmap this
     function to fit many episodes at once.
+
+    With `query_terms` (the `transductive` objective) the loss is λ1 times that plus
+    RePRI's λ2 · KL + λ3 · H of the classifier's probabilities on every pixel of the raw
+    query features, π re-estimated and λ2 raised at `query_terms.fb_param_update`, as
+    RePRI's loop numbers its updates from 1 (`repri.scheduled_query_loss`). The query's
+    features are all the loop sees of it.
 
     The result can be differentiated with respect to `init_weights` and
     `log_learning_rate` (MAML, Meta-SGD): through every update, each rematerialised in
@@ -132,24 +140,47 @@ def fit(
       log_learning_rate: (2, C) log of a per-weight factor on every update (Meta-SGD);
         None for none.
       first_order: differentiate with each update taken as a constant.
+      query_features: (h, w, C) raw query features, with `query_terms`.
+      query_terms: RePRI's settings whose `weights` and `fb_param_update` make the query
+        terms (static); None for the support loss alone.
 
     Returns:
       (2, C) fitted weights.
     """
     class_weights = losses.binary_class_weights(masks)
-    grad_fn = jax.grad(support_loss)
+    if query_terms is not None:
+        lambda1, lambda2, lambda3 = repri.lambdas(query_terms.weights, features.shape[0])
+        valid = jnp.ones(query_features.shape[:2], jnp.float32)
+
+    def query_foreground(weights):  # (h, w) foreground probabilities of the query
+        return jax.nn.sigmoid(predict(weights[1:] - weights[:1], query_features)[..., 0])
+
+    def objective(weights, schedule, iteration):
+        loss = support_loss(weights, features, masks, class_weights)
+        if query_terms is None:
+            return loss, schedule
+        due = repri.reestimation_due(iteration, query_terms)
+        query_loss, schedule = repri.scheduled_query_loss(
+            query_foreground(weights), valid, schedule, lambda3, due
+        )
+        return lambda1 * loss + query_loss, schedule
 
     @jax.checkpoint
-    def update(_, carry):
-        weights, opt_state = carry
+    def update(step, carry):
+        weights, opt_state, schedule = carry
         seen = jax.lax.stop_gradient(weights) if first_order else weights
-        grads = grad_fn(seen, features, masks, class_weights)
+        grads, schedule = jax.grad(objective, has_aux=True)(seen, schedule, step + 1)
         updates, opt_state = optimizer.update(grads, opt_state, seen)
         if first_order:
             updates, opt_state = jax.lax.stop_gradient((updates, opt_state))
         if log_learning_rate is not None:
             updates = jnp.exp(log_learning_rate) * updates
-        return optax.apply_updates(weights, updates), opt_state
+        return optax.apply_updates(weights, updates), opt_state, schedule
 
-    weights, _ = jax.lax.fori_loop(0, steps, update, (init_weights, optimizer.init(init_weights)))
+    schedule = ()  # (π, λ2) of the query terms
+    if query_terms is not None:
+        pi = repri.proportion(jax.lax.stop_gradient(query_foreground(init_weights)), valid)
+        schedule = (pi, lambda2)
+    carry = (init_weights, optimizer.init(init_weights), schedule)
+    weights, _, _ = jax.lax.fori_loop(0, steps, update, carry)
     return weights

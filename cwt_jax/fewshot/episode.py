@@ -5,7 +5,9 @@ Support features -> classifier fitted by the inner loop -> CWT adaptation to the
 `episode_loss` built on it, evaluation scores `episode_logit_differences` built on it,
 and both draw an episode's random keys from `episode_keys`. `jax.jit` is applied by the
 loops that call them. `params` are the meta-learned `{"cwt", "inner"}` (see
-`fewshot.inner`); the inner loop's settings come as one `inner.InnerLoop`.
+`fewshot.inner`); the inner loop's settings come as one `inner.InnerLoop`, whose
+objective says what it fits (`inner.OBJECTIVES`): the CWT adapts a (2, C) classifier,
+and RePRI's prototype classifier (`repri`) is scored alone.
 """
 
 import dataclasses
@@ -14,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from cwt_jax import models
-from cwt_jax.fewshot import classifier, inner, losses
+from cwt_jax.fewshot import classifier, inner, losses, repri
 from cwt_jax.models import cwt
 
 
@@ -68,8 +70,9 @@ def fit_support(
     support_masks: jnp.ndarray,
     init_weights: jnp.ndarray,
     inner_loop: inner.InnerLoop,
+    query_features: jnp.ndarray | None = None,
 ) -> jnp.ndarray:
-    """The support classifier of one episode, fitted by the inner loop (`classifier.fit`).
+    """The (2, C) classifier of one episode, fitted by the inner loop (`classifier.fit`).
 
     Args:
       inner_params: the inner loop's learned parts; `log_lr` scales the updates where
@@ -77,11 +80,20 @@ def fit_support(
       support_features: (K, h, w, C) raw support features.
       support_masks: (K, H, W) masks in {0, 1, 255}.
       init_weights: (2, C) initial classifier weights.
-      inner_loop: the inner loop's settings (static).
+      inner_loop: the inner loop's settings (static); its objective "support" or
+        "transductive".
+      query_features: (h, w, C) raw query features, which the transductive objective
+        reads (never the query's labels).
 
     Returns:
       (2, C) fitted weights.
     """
+    if inner_loop.objective not in inner.CWT_OBJECTIVES:
+        raise ValueError(
+            f"inner.objective={inner_loop.objective!r} fits no (2, C) classifier; use one "
+            f"of {', '.join(inner.CWT_OBJECTIVES)}."
+        )
+    transductive = inner_loop.objective == "transductive"
     return classifier.fit(
         support_features,
         support_masks,
@@ -90,6 +102,8 @@ def fit_support(
         steps=inner_loop.steps,
         log_learning_rate=inner_params["log_lr"] if inner_loop.learn_lr else None,
         first_order=inner_loop.gradient == "first_order",
+        query_features=query_features if transductive else None,
+        query_terms=inner_loop.repri_settings if transductive else None,
     )
 
 
@@ -130,7 +144,7 @@ def adapt(
             f"inner_gradient={inner_loop.gradient!r} is not one of {inner.INNER_GRADIENTS}."
         )
     weights = fit_support(
-        params["inner"], support_features, support_masks, init_weights, inner_loop
+        params["inner"], support_features, support_masks, init_weights, inner_loop, query_features
     )
     if inner_loop.gradient == "none":
         weights = jax.lax.stop_gradient(weights)
@@ -215,6 +229,28 @@ def episode_loss(
     )
 
 
+def without_cwt(objective: str) -> str:
+    """The name of an objective's scores without the CWT: "support_only" for "support"."""
+    return "support_only" if objective == "support" else objective
+
+
+def methods(inner_objective: str, objectives: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The names of what `episode_logit_differences` scores, in order.
+
+    Args:
+      inner_objective: `inner.objective`; the CWT adapts its classifier where it has one.
+      objectives: further objectives scored without the CWT (`eval.objectives`).
+
+    Returns:
+      "cwt" where `inner_objective` is in `inner.CWT_OBJECTIVES`, then each scored
+      objective's `without_cwt` name, in the order of `inner.OBJECTIVES` (a dict of
+      arrays leaves `jax.jit` with its keys sorted: an order of its own is kept here).
+    """
+    scored = {inner_objective, *objectives}
+    cwt_first = ("cwt",) if inner_objective in inner.CWT_OBJECTIVES else ()
+    return cwt_first + tuple(without_cwt(o) for o in inner.OBJECTIVES if o in scored)
+
+
 def episode_logit_differences(
     params: dict,
     support_features: jnp.ndarray,
@@ -222,12 +258,17 @@ def episode_logit_differences(
     query_features: jnp.ndarray,
     init_weights: jnp.ndarray,
     inner_loop: inner.InnerLoop,
+    *,
+    objectives: tuple[str, ...] = (),
+    query_valid: jnp.ndarray | None = None,
 ) -> dict[str, jnp.ndarray]:
     """Foreground minus background logits of one query, with and without the CWT.
 
     At feature resolution: evaluation resizes them to the label resolutions it reports
     (`classifier.foreground`, `classifier.foreground_at_side`). No gradient is taken,
-    so the inner loop runs as with `gradient="none"` whatever meta-training's was.
+    so the inner loop runs as with `gradient="none"` whatever meta-training's was. The
+    CWT adapts the classifier of `inner_loop.objective`; each of `objectives` is fitted
+    on the same episode (the (2, C) ones from `init_weights`) and scored without it.
 
     Args:
       params: the meta-learned `{"cwt", "inner"}`.
@@ -236,19 +277,33 @@ def episode_logit_differences(
       query_features: (h, w, C) raw query features.
       init_weights: (2, C) initial classifier weights.
       inner_loop: the inner loop's settings (static).
+      objectives: further objectives (static), e.g. ("repri",).
+      query_valid: (h, w) the query pixels RePRI's query terms count
+        (`repri.query_valid`), where "repri" is scored.
 
     Returns:
-      {"cwt": (h, w), "support_only": (h, w)} float32 logit differences.
+      {method: (h, w) float32 logit differences} for each of `methods(inner_loop.objective,
+      objectives)`, e.g. {"cwt", "support_only"}.
     """
-    weights, adapted, normalized = adapt(
-        params,
-        support_features,
-        support_masks,
-        query_features,
-        init_weights,
-        dataclasses.replace(inner_loop, gradient="none"),
-    )
-    return {
-        method: classifier.predict(w[1:] - w[:1], normalized)[..., 0]
-        for method, w in (("cwt", adapted), ("support_only", weights))
-    }
+    inner_loop = dataclasses.replace(inner_loop, gradient="none")
+    normalized = cwt.normalize_features(query_features)
+    differences = {}
+    for objective in dict.fromkeys((inner_loop.objective, *objectives)):
+        if objective == "repri":
+            settings = inner_loop.repri_settings
+            fitted = repri.fit(
+                support_features, support_masks, query_features, query_valid, settings=settings
+            )
+            differences["repri"] = repri.logit_difference(fitted, query_features, settings)
+            continue
+        loop = dataclasses.replace(inner_loop, objective=objective)
+        weights = fit_support(
+            params["inner"], support_features, support_masks, init_weights, loop, query_features
+        )
+        if objective == inner_loop.objective:
+            adapted, _ = adapt_to_query(params["cwt"], weights, query_features)
+            differences["cwt"] = classifier.predict(adapted[1:] - adapted[:1], normalized)[..., 0]
+        differences[without_cwt(objective)] = classifier.predict(
+            weights[1:] - weights[:1], normalized
+        )[..., 0]
+    return {method: differences[method] for method in methods(inner_loop.objective, objectives)}

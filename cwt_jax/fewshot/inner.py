@@ -15,8 +15,14 @@ import ml_collections
 import optax
 
 from cwt_jax import optimizers
+from cwt_jax.fewshot import repri
 
 CLASSIFIER_INITS = ("torch", "zeros", "learned")
+# What the inner loop fits (`inner.objective`): CWT's (2, C) classifier on the supports'
+# cross-entropy, the same classifier with RePRI's query terms added, or RePRI's own
+# prototype classifier (`repri`). The CWT adapts the (2, C) classifiers only.
+OBJECTIVES = ("support", "transductive", "repri")
+CWT_OBJECTIVES = ("support", "transductive")
 # How meta-training's gradient reaches the inner loop: not at all (the paper), through
 # each update taken as a constant (first-order MAML), or through every update.
 INNER_GRADIENTS = ("none", "first_order", "full")
@@ -33,6 +39,9 @@ class InnerLoop:
       learn_lr: whether the learned (2, C) log factor `inner["log_lr"]` scales the
         updates (Meta-SGD).
       gradient: how meta-training's gradient reaches the loop, one of `INNER_GRADIENTS`.
+      objective: what it fits, one of `OBJECTIVES`.
+      repri_settings: RePRI's settings (`inner.repri`): the whole of "repri", and the
+        query terms and their schedule of "transductive"; None for "support" alone.
     """
 
     optimizer: optax.GradientTransformation
@@ -40,10 +49,15 @@ class InnerLoop:
     init: str
     learn_lr: bool
     gradient: str
+    objective: str = "support"
+    repri_settings: repri.Settings | None = None
 
 
 def from_config(config) -> InnerLoop:
     """The inner loop of a config: its `inner` section and `metatrain.inner_gradient`.
+
+    `inner.objective` names what it fits; `episode.episode_logit_differences` fits the
+    others of `eval.objectives` with the same object.
 
     Built once per setting: the same settings give the same object (and optimiser), so
     the programs compiled for it are reused.
@@ -64,6 +78,25 @@ def _inner_loop(section: ml_collections.FrozenConfigDict, gradient: str) -> Inne
         init=section.init,
         learn_lr=section.learn_lr,
         gradient=gradient,
+        objective=section.objective,
+        repri_settings=repri_settings(section.repri),
+    )
+
+
+def repri_settings(section) -> repri.Settings:
+    """RePRI's settings of the `inner.repri` config section, its optimiser built here.
+
+    Raises:
+      ConfigError: naming an optimiser optax does not have, or a bad argument of it.
+    """
+    return repri.Settings(
+        optimizer=optimizers.from_config(section, "inner.repri"),
+        temperature=section.temperature,
+        adapt_iter=section.adapt_iter,
+        fb_param_update=tuple(section.fb_param_update),
+        weights=tuple(section.weights),
+        norm_feat=section.norm_feat,
+        query_pixels=section.query_pixels,
     )
 
 

@@ -4,11 +4,14 @@ The library of `python -m cwt_jax.predict` (its command line is `predict/__main_
 its files `predict/image_files.py`). The steps are evaluation's (`evaluate.make_scores`):
 the same preprocessing (`transforms.eval_transform`), the support classifier fitted by
 the inner loop (`episode.fit_support`) from `inner.init_classifier`, the CWT applied
-to each query and the logit difference thresholded at 0. The classifier is fitted once
-for all queries; the CWT runs per query, vmapped over batches of queries. Each
-prediction is brought back to its query's own size: the logit differences are cropped
-to the part of the padded square that holds the image and resized to the image's size
-before the threshold.
+to each query and the logit difference thresholded at 0. With the support objective the
+classifier is fitted once for all queries; the transductive objective and RePRI's
+(`Settings.inner_objective`) read each query's features, so they fit one per query. The
+CWT and those fits run vmapped over batches of queries. RePRI's query terms count the
+query's pixels outside its padding: a query has no label, whose 255 band the official
+code also leaves out. Each prediction is brought back to its query's own size: the
+logit differences are cropped to the part of the padded square that holds the image and
+resized to the image's size before the threshold.
 
 The architecture is read from the checkpoints (`load_checkpoints`). Defaults come from
 the config: `Settings.from_config` of `configs/common.py`'s `base()` gives the command's.
@@ -28,8 +31,8 @@ import numpy as np
 from cwt_jax import data, errors, models, seeds
 from cwt_jax.data import transforms
 from cwt_jax.data.labels import IGNORE_LABEL
-from cwt_jax.evaluation.results import METHODS
-from cwt_jax.fewshot import classifier, episode, inner
+from cwt_jax.fewshot import classifier, episode, inner, repri
+from cwt_jax.models import interpolate
 from cwt_jax.weights import loading
 
 
@@ -46,8 +49,10 @@ class Settings:
       inner_optimizer: its optax optimiser, by name.
       inner_init: its initialisation, "torch", "zeros" or "learned", the meta-learned one
         of the CWT checkpoint (`inner.init_classifier`, `load_checkpoints`).
+      inner_objective: what the inner loop fits (`inner.OBJECTIVES`); "repri" needs no CWT.
       seed: seed of the initialisation.
       batch_size: images per backbone pass and queries per CWT pass.
+      repri: RePRI's settings, the `inner.repri` config section as a dict.
     """
 
     image_size: int
@@ -56,16 +61,19 @@ class Settings:
     inner_lr: float
     inner_optimizer: str
     inner_init: str
+    inner_objective: str
     seed: int
     batch_size: int
+    repri: dict
 
     @classmethod
     def from_config(cls, config, **changes) -> "Settings":
         """The settings of a config, with `changes` to its fields.
 
         `configs/common.py`'s `base()` gives the original's at test time: 473 px, 200 SGD
-        steps at 0.1 from PyTorch's initialisation, seed 0, batches of 8 images
-        (`eval.cache_batch_size`), every mask value but 0 and 255 as foreground.
+        steps at 0.1 from PyTorch's initialisation on the support objective, seed 0,
+        batches of 8 images (`eval.cache_batch_size`), every mask value but 0 and 255 as
+        foreground, and RePRI's official settings.
 
         Args:
           config: a whole config (`data.image_size`, `inner`, `seed`, `eval`).
@@ -81,8 +89,10 @@ class Settings:
             inner_lr=config.inner.lr,
             inner_optimizer=config.inner.optimizer,
             inner_init=config.inner.init,
+            inner_objective=config.inner.objective,
             seed=config.seed,
             batch_size=config.eval.cache_batch_size,
+            repri=config.inner.repri.to_dict(),
         )
         return dataclasses.replace(settings, **changes)
 
@@ -120,7 +130,7 @@ def segment(
     """
     model = models.PSPNet(layers=layers, width=width, bottleneck_dim=bottleneck_dim)
     return [
-        prediction["cwt"]
+        next(iter(prediction.values()))  # the CWT's, or RePRI's where it has none
         for prediction in predictions(
             model,
             backbone_variables,
@@ -159,7 +169,9 @@ def predictions(
         initialisation (used with `inner_init="learned"`) and learning-rate factors.
 
     Yields:
-      {"cwt": (H, W), "support_only": (H, W)} uint8 {0, 1} masks of each query, in order.
+      {method: (H, W) uint8 {0, 1} mask} of each query, in order, for the methods of
+      `episode.methods(settings.inner_objective)`: {"cwt", "support_only"} with the
+      support objective, {"cwt", "transductive"} and {"repri"} with the others.
     """
     inner_params = inner_params or {}
     models.check_image_size(model, settings.image_size, "image_size")
@@ -172,25 +184,49 @@ def predictions(
         check_support(image, mask, settings, f"support {index}")
     for index, image in enumerate(query_images):
         check_image(image, settings.image_size, f"query {index}")
-    weights = fit_support_classifier(
-        model, backbone_variables, support_images, support_masks, settings, inner_params
+    support_features, masks = support_inputs(
+        model, backbone_variables, support_images, support_masks, settings
     )
+    loop = inner_loop(settings, inner_params)
+    init = inner.init_classifier(
+        classifier_init_key(settings.seed), inner_params, model.feature_channels, loop.init
+    )
+    if loop.objective == "support":
+        weights = episode.fit_support(inner_params, support_features, masks, init, loop)
     size = (settings.image_size, settings.image_size)
     for start in range(0, len(query_images), settings.batch_size):
         batch = query_images[start : start + settings.batch_size]
-        inputs = [preprocess(image, _unlabelled(image), settings.image_size)[0] for image in batch]
+        inputs, unlabelled = zip(
+            *(preprocess(image, _unlabelled(image), settings.image_size) for image in batch),
+            strict=True,
+        )
         # A full batch, the last padded, so that every batch runs the same programs.
         features = models.apply_backbone(
             model, backbone_variables, padded_batch(np.stack(inputs), settings.batch_size)
         )
-        differences = jax.device_get(query_logit_differences(cwt_params, weights, features, size))
+        if loop.objective == "support":
+            differences = query_logit_differences(cwt_params, weights, features, size)
+        else:
+            fitted = {
+                "cwt": cwt_params,
+                "inner": inner_params,
+                "support_features": support_features,
+            }
+            differences = per_query_logit_differences(
+                fitted,
+                masks,
+                init,
+                features,
+                padded_batch(np.stack(unlabelled), settings.batch_size),
+                loop=loop,
+            )
+        differences = jax.device_get(differences)
         for row, image in enumerate(batch):
             yield {
                 method: (
-                    at_original_size(differences[method][row], image.shape[:2], settings.image_size)
-                    > 0
+                    at_original_size(values[row], image.shape[:2], settings.image_size) > 0
                 ).astype(np.uint8)
-                for method in METHODS
+                for method, values in differences.items()
             }
 
 
@@ -312,31 +348,31 @@ def inner_loop(settings: Settings, inner_params: dict) -> inner.InnerLoop:
         "steps": settings.inner_steps,
         "init": settings.inner_init,
         "learn_lr": "log_lr" in inner_params,
+        "objective": settings.inner_objective,
+        "repri": settings.repri,
     }
     config = {"inner": section, "metatrain": {"inner_gradient": "none"}}
     return inner.from_config(ml_collections.ConfigDict(config))
 
 
-def fit_support_classifier(
+def support_inputs(
     model: models.PSPNet | models.DinoV2,
     backbone_variables,
     support_images: Sequence[np.ndarray],
     support_masks: Sequence[np.ndarray],
     settings: Settings,
-    inner_params: dict,
-) -> jnp.ndarray:
-    """The (2, C) classifier fitted on the supports by the inner loop, once for all queries.
+) -> tuple[jnp.ndarray, np.ndarray]:
+    """The supports' features and {0, 1, 255} masks, as evaluation preprocesses them.
 
     Args:
       model: the backbone.
       backbone_variables: its variables.
       support_images: K uint8 (H, W, 3) RGB images.
       support_masks: their masks (see `foreground_mask`).
-      settings: how to fit.
-      inner_params: the inner loop's meta-learned parts (`load_checkpoints`).
+      settings: the image size and `class_id`.
 
     Returns:
-      (2, C) weights.
+      (K, h, w, C) features and (K, S, S) masks.
     """
     images, masks = zip(
         *(
@@ -355,15 +391,58 @@ def fit_support_classifier(
             for start in range(0, len(batches), settings.batch_size)
         ]
     )[: len(images)]
-    init = inner.init_classifier(
-        classifier_init_key(settings.seed),
-        inner_params,
-        model.feature_channels,
-        settings.inner_init,
-    )
-    return episode.fit_support(
-        inner_params, features, np.stack(masks), init, inner_loop(settings, inner_params)
-    )
+    return features, np.stack(masks)
+
+
+@functools.partial(jax.jit, static_argnames="loop")
+def per_query_logit_differences(
+    fitted: dict,
+    support_masks: np.ndarray,
+    init_weights: jnp.ndarray,
+    query_features: jnp.ndarray,
+    query_masks: np.ndarray,
+    *,
+    loop: inner.InnerLoop,
+) -> dict[str, jnp.ndarray]:
+    """Logit differences of a batch of queries whose inner loop reads each query.
+
+    Per query `episode.episode_logit_differences` (evaluation's scoring): the
+    transductive objective's classifier and its CWT adaptation, or RePRI's, each fitted
+    on the supports and that query; resized to the padded square as evaluation does
+    before its threshold.
+
+    Args:
+      fitted: {"cwt": transformer parameters, "inner": the inner loop's meta-learned
+        parts, "support_features": (K, h, w, C)}.
+      support_masks: (K, S, S) masks in {0, 1, 255}.
+      init_weights: (2, C) initial classifier weights.
+      query_features: (B, h, w, C) raw query features.
+      query_masks: (B, S, S) masks of the queries' padding (255) and image (0).
+      loop: the inner loop (static).
+
+    Returns:
+      {method: (B, S, S) foreground-minus-background logits}.
+    """
+    params = {"cwt": fitted["cwt"], "inner": fitted["inner"]}
+    size = query_masks.shape[-2:]
+
+    def differences(features, mask):
+        valid = repri.query_valid(mask, features.shape[:2], loop.repri_settings.query_pixels)
+        per_method = episode.episode_logit_differences(
+            params,
+            fitted["support_features"],
+            support_masks,
+            features,
+            init_weights,
+            loop,
+            query_valid=valid,
+        )
+        return {
+            method: interpolate.resize_bilinear(difference[..., None], size)[..., 0]
+            for method, difference in per_method.items()
+        }
+
+    return jax.vmap(differences)(query_features, query_masks)
 
 
 @functools.partial(jax.jit, static_argnames="size")

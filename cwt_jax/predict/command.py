@@ -2,6 +2,8 @@
 
   python -m cwt_jax.predict --backbone=B --cwt=T --support=IMAGE:MASK [--support=...] \
       --query=IMAGE_OR_FOLDER [--query=...] --output=DIR
+  python -m cwt_jax.predict --backbone=B --inner_objective=repri --support=... \
+      --query=... --output=DIR   # RePRI's inference: no CWT
 
 The flags' defaults are `configs/common.py`'s (`predict.Settings.from_config`). The
 architecture is read from the checkpoints. A user's mistake (an unreadable image, a mask
@@ -22,6 +24,7 @@ from cwt_jax.data.labels import IGNORE_LABEL
 from cwt_jax.evaluation import results
 from cwt_jax.fewshot import inner
 from cwt_jax.predict import image_files
+from cwt_jax.weights import loading
 
 
 def _check_inner_init(inner_params: dict, inner_init: str, cwt_checkpoint: str) -> None:
@@ -45,10 +48,34 @@ def _check_inner_init(inner_params: dict, inner_init: str, cwt_checkpoint: str) 
         )
 
 
+def _check_objective(settings: predict.Settings, cwt_checkpoint: str | None) -> None:
+    """Raises `ConfigError` where `--cwt` and `--inner_init` do not fit `--inner_objective`.
+
+    RePRI fits its own prototype classifier from the supports: it reads no CWT and no
+    initialisation; the other objectives' classifiers are adapted by the CWT of `--cwt`.
+    """
+    objective = settings.inner_objective
+    if objective != "repri" and cwt_checkpoint is None:
+        raise errors.ConfigError(
+            f"--inner_objective={objective} fits the classifier the CWT adapts: give the CWT "
+            "with --cwt, or use --inner_objective=repri."
+        )
+    if objective == "repri" and cwt_checkpoint is not None:
+        raise errors.ConfigError(
+            f"--inner_objective=repri fits RePRI's prototype classifier, which no CWT adapts: "
+            f"--cwt={cwt_checkpoint} would go unused; leave --cwt out."
+        )
+    if objective == "repri" and settings.inner_init != "torch":
+        raise errors.ConfigError(
+            f"--inner_objective=repri starts from the support prototype: "
+            f"--inner_init={settings.inner_init} would go unused; leave --inner_init out."
+        )
+
+
 def run(
     *,
     backbone: str,
-    cwt_checkpoint: str,
+    cwt_checkpoint: str | None,
     supports: Sequence[str],
     queries: Sequence[str],
     output: str,
@@ -58,20 +85,25 @@ def run(
 
     Args:
       backbone: `--backbone`.
-      cwt_checkpoint: `--cwt`.
+      cwt_checkpoint: `--cwt`; None with `--inner_objective=repri`.
       supports: the `--support` values.
       queries: the `--query` values.
       output: `--output`, created if needed.
       settings: the other flags.
     """
     predict.inner_loop(settings, {})  # an unknown optimiser stops it before any work
+    _check_objective(settings, cwt_checkpoint)
     support_images, support_masks = image_files.read_supports(supports, settings)
     paths = image_files.query_paths(queries)
     query_images = [image_files.read_image(path, "--query") for path in paths]
     for path, image in zip(paths, query_images, strict=True):
         predict.check_image(image, settings.image_size, f"--query={path}")
-    loaded = predict.load_checkpoints(backbone, cwt_checkpoint)
-    _check_inner_init(loaded.inner_params, settings.inner_init, cwt_checkpoint)
+    if cwt_checkpoint is None:  # RePRI
+        model, variables = loading.read_backbone(backbone, "--backbone")
+        loaded = predict.Checkpoints(model, variables, {}, {})
+    else:
+        loaded = predict.load_checkpoints(backbone, cwt_checkpoint)
+        _check_inner_init(loaded.inner_params, settings.inner_init, cwt_checkpoint)
     try:
         os.makedirs(output, exist_ok=True)
     except OSError as error:
@@ -110,11 +142,13 @@ def main(argv: Sequence[str], flag_values: flags.FlagValues) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     logging.set_verbosity(logging.WARNING)  # orbax logs every read at INFO
-    settings = predict.Settings(
+    settings = predict.Settings.from_config(  # RePRI's settings are the config's
+        cli.base_config(),
         **{
             field.name: flag_values[field.name].value
             for field in dataclasses.fields(predict.Settings)
-        }
+            if field.name in flag_values
+        },
     )
     try:
         if flag_values.deterministic:
@@ -144,7 +178,12 @@ def define_flags(flag_values: flags.FlagValues) -> None:
         "PSPNet or official DINOv2 .pth file, or orbax checkpoint.",
         flag_values=flag_values,
     )
-    flags.DEFINE_string("cwt", None, "CWT .pth file or orbax checkpoint.", flag_values=flag_values)
+    flags.DEFINE_string(
+        "cwt",
+        None,
+        "CWT .pth file or orbax checkpoint; none with --inner_objective=repri.",
+        flag_values=flag_values,
+    )
     flags.DEFINE_multi_string(
         "support",
         None,
@@ -193,6 +232,14 @@ def define_flags(flag_values: flags.FlagValues) -> None:
         "Its initialisation; learned: the one meta-learned beside the CWT of --cwt.",
         flag_values=flag_values,
     )
+    flags.DEFINE_enum(
+        "inner_objective",
+        defaults.inner_objective,
+        list(inner.OBJECTIVES),
+        "What the inner loop fits: support (CWT's), transductive (the same classifier on "
+        "the supports and each query's features) or repri (RePRI's inference, no CWT).",
+        flag_values=flag_values,
+    )
     flags.DEFINE_integer(
         "seed", defaults.seed, "Seed of its initialisation.", flag_values=flag_values
     )
@@ -217,5 +264,5 @@ def define_flags(flag_values: flags.FlagValues) -> None:
         flag_values=flag_values,
     )
     flags.mark_flags_as_required(
-        ["backbone", "cwt", "support", "query", "output"], flag_values=flag_values
+        ["backbone", "support", "query", "output"], flag_values=flag_values
     )

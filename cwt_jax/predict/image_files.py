@@ -20,26 +20,27 @@ from cwt_jax.evaluation import visualize
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
 
-def agreement(cwt_mask: np.ndarray, support_only_mask: np.ndarray) -> dict[str, float]:
-    """How a query's CWT and support-only masks compare.
+def agreement(cwt_mask: np.ndarray, other_mask: np.ndarray, other: str) -> dict[str, float]:
+    """How a query's CWT mask and that of the classifier it adapts compare.
 
     Args:
       cwt_mask: (H, W) {0, 1} mask of the CWT.
-      support_only_mask: (H, W) {0, 1} mask of the support classifier.
+      other_mask: (H, W) {0, 1} mask of the inner loop's classifier alone.
+      other: its method's name, e.g. "support_only" (`episode.without_cwt`).
 
     Returns:
-      {"foreground_fraction", "support_only_foreground_fraction", "agreement" (fraction
-      of pixels where the two agree), "iou_with_support_only" (IoU of the two
-      foregrounds; 1 when both are empty)}.
+      {"foreground_fraction", "<other>_foreground_fraction", "agreement" (fraction of
+      pixels where the two agree), "iou_with_<other>" (IoU of the two foregrounds; 1 when
+      both are empty)}.
     """
-    cwt_foreground, support_foreground = cwt_mask == 1, support_only_mask == 1
-    union = np.sum(cwt_foreground | support_foreground)
-    intersection = np.sum(cwt_foreground & support_foreground)
+    cwt_foreground, other_foreground = cwt_mask == 1, other_mask == 1
+    union = np.sum(cwt_foreground | other_foreground)
+    intersection = np.sum(cwt_foreground & other_foreground)
     return {
         "foreground_fraction": float(np.mean(cwt_foreground)),
-        "support_only_foreground_fraction": float(np.mean(support_foreground)),
-        "agreement": float(np.mean(cwt_foreground == support_foreground)),
-        "iou_with_support_only": float(intersection / union) if union else 1.0,
+        f"{other}_foreground_fraction": float(np.mean(other_foreground)),
+        "agreement": float(np.mean(cwt_foreground == other_foreground)),
+        f"iou_with_{other}": float(intersection / union) if union else 1.0,
     }
 
 
@@ -175,23 +176,30 @@ def write_query_outputs(directory: str, path: str, image: np.ndarray, masks: dic
       directory: the output folder.
       path: the query's file.
       image: its uint8 (H, W, 3) RGB image.
-      masks: {"cwt", "support_only"} -> its (H, W) {0, 1} masks.
+      masks: method -> its (H, W) {0, 1} masks (`predict.predictions`): the CWT's and
+        its classifier's alone, e.g. {"cwt", "support_only"}, or RePRI's, {"repri"}.
 
     Returns:
-      The query's entry: its files, size and `agreement`.
+      The query's entry: its files, size, and the `agreement` of the CWT's mask, the one
+      written, with the other; RePRI's entry gives its mask's foreground fraction.
     """
     stem = output_stem(path)
     mask_file, overlay_file = f"{stem}_mask.png", f"{stem}_overlay.png"
-    files.write_atomically(
-        os.path.join(directory, mask_file), png_bytes(masks["cwt"] * np.uint8(255))
-    )
-    overlay = visualize.overlay(transforms.normalize(image.astype(np.float32)), masks["cwt"])
+    (first, mask), *others = masks.items()
+    files.write_atomically(os.path.join(directory, mask_file), png_bytes(mask * np.uint8(255)))
+    overlay = visualize.overlay(transforms.normalize(image.astype(np.float32)), mask)
     files.write_atomically(os.path.join(directory, overlay_file), png_bytes(overlay))
+    compared = (
+        agreement(mask, others[0][1], others[0][0])
+        if others
+        else {"foreground_fraction": float(np.mean(mask == 1))}
+    )
     return {
         "query": path,
         "mask": mask_file,
         "overlay": overlay_file,
+        "method": first,
         "height": image.shape[0],
         "width": image.shape[1],
-        **agreement(masks["cwt"], masks["support_only"]),
+        **compared,
     }

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 
 from cwt_jax import data, errors, models, optimizers, seeds, sharding
 from cwt_jax.data import input_pipeline
-from cwt_jax.evaluation import evaluate, feature_source
+from cwt_jax.evaluation import evaluate, feature_source, results
 from cwt_jax.evaluation.metric_writer import MetricWriter
 from cwt_jax.fewshot import episode, inner
 from cwt_jax.models import cwt
@@ -21,10 +21,12 @@ def make_train_step(model, inner_loop: inner.InnerLoop, config):
     """A meta-training step on a batch of B episodes: two jitted programs.
 
     The frozen backbone's pass is evaluation's (`episode.episode_features`); no gradient
-    reaches it. The loss is the mean of `episode.episode_loss` over the B episodes, each
-    with its classifier initialisation and dropout keyed by `episode.episode_keys(step
-    key, position)`; the meta-parameters (`{"cwt", "inner"}`, see `fewshot.inner`) are
-    updated, the inner loop's learned parts through `metatrain.inner_gradient`.
+    reaches it. The inner loop sees the query's features (the transductive objective
+    reads them), never its mask, which only the loss reads. The loss is the mean of
+    `episode.episode_loss` over the B episodes, each with its classifier initialisation
+    and dropout keyed by `episode.episode_keys(step key, position)`; the meta-parameters
+    (`{"cwt", "inner"}`, see `fewshot.inner`) are updated, the inner loop's learned
+    parts through `metatrain.inner_gradient`.
 
     Returns:
       `train_step(state, backbone, batch, rng)` -> (state, metrics); `batch` holds
@@ -185,6 +187,7 @@ def metatrain(
         lambda: feature_source.make(config, model, backbone, val_split, [val_specs])
     )
     scores = evaluate.make_scores(model, inner_loop)
+    alone = episode.without_cwt(inner_loop.objective)  # the classifier the CWT adapts
     workers = config.data.num_workers
 
     def batches(start_step):
@@ -202,7 +205,7 @@ def metatrain(
             run_key=seeds.key(config.seed, seeds.Stream.VALIDATION),
             description="validation",
         )
-        return {"miou": run["cwt"]["miou"], "support_only_miou": run["support_only"]["miou"]}
+        return {"miou": run["cwt"]["miou"], f"{alone}_miou": run[alone]["miou"]}
 
     mesh = sharding.data_mesh(episodes_per_step, "metatrain.episodes_per_step")
     replicated_backbone = sharding.replicate(backbone, mesh)
@@ -226,10 +229,11 @@ def metatrain(
         ),
         report=report,
     )
-    verdict = "beats" if scores["miou"] > scores["support_only_miou"] else "does not beat"
+    without = scores[f"{alone}_miou"]
+    verdict = "beats" if scores["miou"] > without else "does not beat"
     if jax.process_index() == 0:
         report(
-            f"metatrain: on validation the CWT {verdict} the support-only classifier it "
-            f"adapts (mIoU {scores['miou']:.4f} against {scores['support_only_miou']:.4f})."
+            f"metatrain: on validation the CWT {verdict} the {results.LABELS[alone]} "
+            f"classifier it adapts (mIoU {scores['miou']:.4f} against {without:.4f})."
         )
     return scores

@@ -10,6 +10,7 @@ import json
 import os
 
 from cwt_jax import errors
+from cwt_jax.fewshot import inner
 
 
 def check_stage_results(config, stages: tuple[str, ...], workdir: str) -> None:
@@ -20,7 +21,8 @@ def check_stage_results(config, stages: tuple[str, ...], workdir: str) -> None:
     if {"metatrain", "eval"} & set(stages) and "pretrain" not in stages:
         if not config.init.backbone:
             stage_result(workdir, "pretrain", "init.backbone")
-    if "eval" in stages and "metatrain" not in stages and not config.init.cwt:
+    adapts = config.inner.objective in inner.CWT_OBJECTIVES  # repri needs no CWT
+    if "eval" in stages and "metatrain" not in stages and not config.init.cwt and adapts:
         stage_result(workdir, "metatrain", "init.cwt")
 
 
@@ -50,4 +52,24 @@ def warn_on_another_shot(path: str, shot: int, key: str) -> None:
             f"{key}={path} was meta-trained {trained_shot}-shot ({settings_path}) and is "
             f"evaluated {shot}-shot: the CWT may score below the support-only classifier; "
             f"meta-train with data.shot={shot} for this setting."
+        )
+
+
+def warn_on_another_objective(path: str, objective: str, key: str) -> None:
+    """Warns when the CWT at `path` was meta-trained on another `inner.objective`.
+
+    The CWT learns to adapt the classifiers of its meta-training's inner loop; a run's
+    checkpoint folder says which in its stage's settings.json (older runs and converted
+    files say nothing and are not checked).
+    """
+    settings_path = os.path.join(os.path.dirname(os.path.normpath(path)), "settings.json")
+    if not os.path.isfile(settings_path):
+        return
+    with open(settings_path) as file:
+        trained = json.load(file).get("inner.objective")
+    if trained is not None and trained != objective:
+        errors.warn(
+            f"{key}={path} was meta-trained on the {trained} inner objective "
+            f"({settings_path}) and adapts {objective} classifiers here; set "
+            f"inner.objective={trained} to evaluate it as it was trained."
         )
