@@ -36,17 +36,23 @@ def stage_result(workdir: str, stage: str, key: str) -> str:
     return path
 
 
-def warn_on_another_shot(path: str, shot: int, key: str) -> None:
-    """Warns when the CWT at `path` was meta-trained with another `data.shot` than `shot`.
+def _trained_setting(path: str, name: str) -> tuple[object, str]:
+    """(value of the config key `name` the CWT at `path` was meta-trained with, settings.json).
 
     A run's checkpoint folder (`<workdir>/metatrain/best`) has its stage's settings.json
-    beside it; a converted .pth file or checkpoint without one is not checked.
+    beside it; a converted .pth file or checkpoint without one, or an older run's file
+    without the key, gives None.
     """
     settings_path = os.path.join(os.path.dirname(os.path.normpath(path)), "settings.json")
     if not os.path.isfile(settings_path):
-        return
+        return None, settings_path
     with open(settings_path) as file:
-        trained_shot = json.load(file).get("data.shot")
+        return json.load(file).get(name), settings_path
+
+
+def warn_on_another_shot(path: str, shot: int, key: str) -> None:
+    """Warns when the CWT at `path` was meta-trained with another `data.shot` than `shot`."""
+    trained_shot, settings_path = _trained_setting(path, "data.shot")
     if trained_shot is not None and trained_shot != shot:
         errors.warn(
             f"{key}={path} was meta-trained {trained_shot}-shot ({settings_path}) and is "
@@ -58,15 +64,9 @@ def warn_on_another_shot(path: str, shot: int, key: str) -> None:
 def warn_on_another_objective(path: str, objective: str, key: str) -> None:
     """Warns when the CWT at `path` was meta-trained on another `inner.objective`.
 
-    The CWT learns to adapt the classifiers of its meta-training's inner loop; a run's
-    checkpoint folder says which in its stage's settings.json (older runs and converted
-    files say nothing and are not checked).
+    The CWT learns to adapt the classifiers of its meta-training's inner loop.
     """
-    settings_path = os.path.join(os.path.dirname(os.path.normpath(path)), "settings.json")
-    if not os.path.isfile(settings_path):
-        return
-    with open(settings_path) as file:
-        trained = json.load(file).get("inner.objective")
+    trained, settings_path = _trained_setting(path, "inner.objective")
     if trained is not None and trained != objective:
         errors.warn(
             f"{key}={path} was meta-trained on the {trained} inner objective "
