@@ -332,7 +332,8 @@ def test_pascal_to_dataset_evaluates_pth_checkpoints_end_to_end(
     names = {str(c): name for c, name in enumerate(split.class_names, start=1)}
     assert results["class_names"] == names and set(results["per_class_iou"]) == set(names)
     assert results["protocol"]["test_size"] == 24 and results["episodes"] == [6]
-    assert 0 <= results["miou"] <= 1
+    # PATNet's mIoU: the mean over the dataset's classes of each class's IoU.
+    assert results["miou"] == pytest.approx(np.mean(list(results["per_class_iou"].values())))
     assert os.listdir(tmp_path / "run" / "visualize") == ["episode0000_class1.png"]
 
 

@@ -83,11 +83,11 @@ def per_class(results):
 def trained(shared, tmp_path_factory):
     """The deterministic mode's main job (stage 1, stage 2, evaluation) in each setting."""
     overrides = {**shared, "mode": "all", "deterministic": True}
-    return {
-        setting: (workdir, *run_main(workdir, overrides, setting))
-        for setting in SETTINGS
-        for workdir in [tmp_path_factory.mktemp(setting)]
-    }
+    runs = {}
+    for setting in SETTINGS:
+        workdir = tmp_path_factory.mktemp(setting)
+        runs[setting] = (workdir, *run_main(workdir, overrides, setting))
+    return runs
 
 
 def test_deterministic_training_is_bit_identical_on_one_core_and_under_an_isa_cap(trained):

@@ -17,6 +17,7 @@ from test_main import TINY, tiny_config
 from cwt_jax import config_checks, errors, experiment
 from cwt_jax.data import input_pipeline
 from cwt_jax.predict import command
+from cwt_jax.weights import checkpoints
 
 WIDTH, HEADS, SIZE = 64, 2, 56  # 56 px: a 4 x 4 patch grid
 
@@ -68,13 +69,15 @@ def trained(settings, tmp_path_factory):
     return workdir, run(settings, workdir, mode="all")
 
 
-def test_all_skips_stage_1_and_meta_trains_and_evaluates(trained):
+def test_all_skips_stage_1_and_meta_trains_and_evaluates(trained, settings, tmp_path):
     workdir, lines = trained
     assert any(line.startswith("Stage 1 (pretrain) skipped") for line in lines)
     assert not os.path.exists(workdir / "pretrain")
     assert os.path.isdir(workdir / "metatrain" / "best")
     assert results(workdir)["protocol"]["test_size"] == SIZE
-    assert 0 <= results(workdir)["cwt"]["miou"] <= 1
+    # The run evaluated the CWT it saved: evaluating that checkpoint anew gives its numbers.
+    run(settings, tmp_path, mode="eval", **{"init.cwt": str(workdir / "metatrain" / "best")})
+    assert results(tmp_path)["runs"] == results(workdir)["runs"]
 
 
 def test_eval_of_pth_files_is_the_same_with_and_without_the_feature_cache(
@@ -97,8 +100,17 @@ def test_learned_inner_loop_meta_trains_and_evaluates(settings, tmp_path):
         "metatrain.inner_gradient": "first_order",
     }
     run(settings, tmp_path, mode="all", **learned)
-    assert 0 <= results(tmp_path)["cwt"]["miou"] <= 1
     assert results(tmp_path)["config"]["metatrain"]["inner_gradient"] == "first_order"
+    # Meta-training moved the learned parts from their start (zeros), and evaluating the
+    # checkpoint with them anew gives the run's numbers.
+    best = str(tmp_path / "metatrain" / "best")
+    learned_parts = checkpoints.load_tree(best)["inner"]
+    assert set(learned_parts) == {"init", "log_lr"}
+    for leaf in learned_parts.values():
+        assert leaf.shape == (2, WIDTH) and np.abs(leaf).max() > 1e-6
+    evaluation = tmp_path / "eval"
+    run(settings, evaluation, mode="eval", **learned, **{"init.cwt": best})
+    assert results(evaluation)["runs"] == results(tmp_path)["runs"]
 
 
 def test_predict_segments_with_the_vit_and_its_meta_trained_cwt(trained, weights, tmp_path):

@@ -29,9 +29,10 @@ from jax.experimental.compilation_cache import compilation_cache
 from ml_collections import config_flags
 
 from configs import common
-from cwt_jax import cli, errors, experiment, models, optimizers
+from cwt_jax import cli, errors, experiment, models, optimizers, seeds
 from cwt_jax.data import input_pipeline
 from cwt_jax.evaluation import evaluate
+from cwt_jax.models import cwt
 from cwt_jax.training import metatrain
 from cwt_jax.weights import checkpoints
 
@@ -397,7 +398,7 @@ def test_pretrain_mode_writes_its_checkpoints_and_metrics_only(pretrained):
     assert not os.path.exists(os.path.join(pretrained, "results.json"))
 
 
-def test_metatrain_mode_trains_the_cwt_on_the_given_backbone(metatrained):
+def test_metatrain_mode_trains_the_cwt_on_the_given_backbone(metatrained, metatrain_settings):
     metatrained, _ = metatrained
     assert steps_of(os.path.join(metatrained, "metatrain", "latest")) == [METATRAIN_STEPS]
     assert steps_of(os.path.join(metatrained, "metatrain", "best"))[0] in (2, 4)
@@ -405,6 +406,16 @@ def test_metatrain_mode_trains_the_cwt_on_the_given_backbone(metatrained):
     assert {line["stage"] for line in lines} == {"metatrain"}
     losses = [line["loss"] for line in lines if "loss" in line]
     assert len(losses) == METATRAIN_STEPS and np.all(np.isfinite(losses))
+    # The CWT moved from its initialisation (`metatrain.metatrain`'s). Its loss falls on
+    # a batch (test_meta_learning); these four steps each see new episodes.
+    _, state = restore_state(metatrained, "metatrain")
+    config = tiny_config(metatrain_settings)
+    start = cwt.init(seeds.key(config.seed, seeds.Stream.INIT), BOTTLENECK, config.cwt.heads)
+    moved = jax.tree.map(
+        lambda a, b: float(np.abs(np.asarray(a) - b).max()), state["params"]["cwt"], start
+    )
+    assert moved["layer_norm"].pop("bias") == 0  # its gradient is 0 (test_meta_learning)
+    assert min(jax.tree.leaves(moved)) > 1e-4, moved
     assert [line["step"] for line in lines if "val_miou" in line] == [2, 4]
     assert not os.path.exists(os.path.join(metatrained, "pretrain"))  # init.backbone given
     assert not os.path.exists(os.path.join(metatrained, "results.json"))
@@ -588,7 +599,11 @@ def test_all_skips_a_finished_stage_and_eval_reads_the_stage_results(
     assert len(results["runs"]) == 1
     assert set(results["per_class_iou"]) <= {"1", "2", "3", "4", "5"}  # fold 0's novel classes
     assert results["config"]["mode"] == "all"
-    assert 0 <= results["miou"] <= 1
+    (run,) = results["runs"]
+    assert (results["miou"], results["support_only"]["miou"]) == (
+        run["cwt"]["miou"],
+        run["support_only"]["miou"],
+    )
 
     # Provenance: what was read, with what, on what.
     assert re.fullmatch("[0-9a-f]{64}", results["data"]["fingerprint"])

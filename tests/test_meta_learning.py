@@ -17,9 +17,10 @@ import numpy as np
 import optax
 
 from configs import common
-from cwt_jax import optimizers
+from cwt_jax import models, optimizers
 from cwt_jax.fewshot import classifier, episode, inner
 from cwt_jax.models import cwt
+from cwt_jax.training import loop, metatrain
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHOT, FEATURE_SIZE, CHANNELS, MASK_SIZE, HEADS = 2, 5, 8, 17, 2
@@ -221,3 +222,40 @@ def test_inner_params_lr_scale_scales_the_learned_parts_updates_only():
             updates[10.0]["inner"][name], 10 * updates[1.0]["inner"][name], rtol=1e-6
         )
         assert np.abs(updates[1.0]["inner"][name]).max() > 0
+
+
+def test_meta_training_steps_lower_their_batchs_loss_and_move_the_cwt():
+    """`metatrain.make_train_step` with the synthetic job's settings (dropout on), taken
+    eight times on one batch of two episodes, lowers that batch's loss at each step.
+
+    The main program's meta-training sees new episodes at every step, so its logged loss
+    falls only on average over many steps; on one batch the fall is the update's own.
+    """
+    config = common.synthetic(fold=0, shot=1)
+    config.model.layers, config.model.width, config.model.bottleneck_dim = (1, 1, 1, 1), 8, 16
+    config.cwt.heads, config.inner.steps = HEADS, 10
+    model = models.from_config(config.model)
+    backbone = models.init_variables(model, jax.random.key(0))
+    train_step = metatrain.make_train_step(model, inner.from_config(config), config)
+    start = {"cwt": cwt.init(jax.random.key(1), 16, HEADS), "inner": {}}
+    state = loop.new_train_state(start, optimizers.meta_optimizer(config.metatrain))
+    rng = np.random.RandomState(0)
+    masks = np.zeros((2, 2, 33, 33), np.int32)  # (episode, support then query, H, W)
+    masks[0, :, 5:20, 8:25], masks[1, :, 12:30, 3:16] = 1, 1
+    images = rng.uniform(-1, 1, (2, 2, 33, 33, 3)).astype(np.float32)
+    images[masks == 1] += 1.5  # the object is brighter than its background
+    batch = {
+        "support_images": images[:, :1],
+        "support_masks": masks[:, :1],
+        "query_image": images[:, 1],
+        "query_mask": masks[:, 1],
+    }
+    losses = []
+    for _ in range(8):
+        state, metrics = train_step(state, backbone, batch, jax.random.key(2))
+        losses.append(float(metrics["loss"]))
+    assert np.all(np.diff(losses) < 0), losses
+    moved = jax.tree.map(lambda a, b: np.abs(a - b).max(), state["params"]["cwt"], start["cwt"])
+    # The layer norm's bias shifts both class weights alike: its gradient is 0.
+    assert moved["layer_norm"].pop("bias") == 0
+    assert min(jax.tree.leaves(moved)) > 0.1, moved

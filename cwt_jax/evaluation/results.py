@@ -55,7 +55,10 @@ def environment() -> dict:
     versions["opencv"] = cv2.__version__  # any of OpenCV's four wheels
     versions["xla_flags"] = os.environ.get("XLA_FLAGS", "")
     versions["cpu"] = _cpu_model()
-    versions["cpu_cores"] = len(os.sched_getaffinity(0))
+    # The cores the run may use (`taskset`), where the system tells.
+    versions["cpu_cores"] = (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    )
     devices = jax.devices()
     return {
         "environment": versions,
